@@ -1,0 +1,42 @@
+"""Celery application factory (Redis as broker and result backend)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from agent_app.settings import Settings
+
+EXECUTE_RUN_TASK = "agent_app.tasks.execute_run"
+HEARTBEAT_TASK = "agent_app.tasks.heartbeat"
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """A Celery app for ``settings``; the API uses it only to send tasks by name."""
+    app = Celery(
+        "agent_app", broker=settings.redis_url, backend=settings.redis_url, include=["agent_app.tasks"]
+    )
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        timezone="UTC",
+        enable_utc=True,
+        result_expires=3600,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
+        beat_schedule_filename=settings.beat_schedule_file,
+        beat_schedule={
+            "heartbeat": {"task": HEARTBEAT_TASK, "schedule": settings.heartbeat_interval_seconds},
+        },
+    )
+    return app

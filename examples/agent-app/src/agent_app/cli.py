@@ -1,0 +1,115 @@
+"""Command line: ``agent-app serve | worker | beat | migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+
+from agent_app.logs import configure_logging
+from agent_app.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("agent_app.cli")
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises SIGTERM after its graceful shutdown; make that a clean exit (status 0)."""
+    raise SystemExit(0)
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(
+        "agent_app.api:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    return 0
+
+
+def worker(args: argparse.Namespace, settings: Settings) -> int:
+    from agent_app.worker import app
+
+    argv = ["worker", f"--loglevel={settings.log_level}", f"--concurrency={settings.worker_concurrency}"]
+    app.worker_main([*argv, *args.celery_args])
+    return 0
+
+
+def beat(args: argparse.Namespace, settings: Settings) -> int:
+    from agent_app.worker import app
+
+    app.start(
+        [
+            "beat",
+            f"--loglevel={settings.log_level}",
+            f"--schedule={settings.beat_schedule_file}",
+            *args.celery_args,
+        ]
+    )
+    return 0
+
+
+def migrate(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from agent_app.migrations import migrate as run_migrations
+
+    try:
+        applied = run_migrations(settings.database_url)
+    except (psycopg.Error, OSError) as exc:
+        print(f"agent-app migrate: failed: {exc}".strip(), file=sys.stderr)
+        return 1
+    log.info(
+        "migrations complete: %s", ", ".join(map(str, applied)) if applied else "schema already up to date"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent-app", description="Reference AI agent service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
+    p_serve.add_argument("--host", default="127.0.0.1")
+    p_serve.add_argument("--port", type=int, default=8000)
+    p_serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p_serve.set_defaults(handler=serve)
+
+    p_worker = commands.add_parser("worker", help="run the Celery worker (unknown options go to celery)")
+    p_worker.set_defaults(handler=worker, passes_through=True)
+
+    p_beat = commands.add_parser("beat", help="run the Celery beat scheduler (unknown options go to celery)")
+    p_beat.set_defaults(handler=beat, passes_through=True)
+
+    p_migrate = commands.add_parser("migrate", help="create or update the database schema, then exit")
+    p_migrate.set_defaults(handler=migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, celery_args = parser.parse_known_args(argv)
+    if celery_args and not getattr(args, "passes_through", False):
+        parser.error(f"unrecognized arguments: {' '.join(celery_args)}")
+    args.celery_args = celery_args
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"agent-app: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    return args.handler(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

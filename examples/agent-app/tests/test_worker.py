@@ -1,0 +1,97 @@
+"""Queued runs executed by a REAL Celery worker (``agent-app worker`` subprocess) and beat."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from agent_app.cache import HEARTBEAT_KEY
+from conftest import REDIS_URL
+
+
+def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent_app", *args], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+
+
+def _stop(process: subprocess.Popen) -> int:
+    process.terminate()
+    try:
+        return process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+@pytest.fixture(scope="module")
+def celery_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One worker and one beat (heartbeat every second) shared by this module's tests."""
+    tmp_path = tmp_path_factory.mktemp("celery")
+    env = {
+        **os.environ,
+        "HEARTBEAT_INTERVAL_SECONDS": "1",
+        "CELERY_BEAT_SCHEDULE_FILE": str(tmp_path / "beat-schedule"),
+        "WORKER_CONCURRENCY": "1",
+    }
+    worker = _start(
+        ["worker", "--pool=solo", "--without-mingle", "--without-gossip"], tmp_path / "worker.log", env
+    )
+    beat = _start(["beat"], tmp_path / "beat.log", env)
+    try:
+        yield tmp_path
+    finally:
+        beat_status, worker_status = _stop(beat), _stop(worker)
+    assert worker_status == 0, (tmp_path / "worker.log").read_text()
+    assert beat_status == 0, (tmp_path / "beat.log").read_text()
+
+
+def _wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    return predicate()
+
+
+def test_enqueued_run_starts_queued(client: TestClient) -> None:
+    """Runs before the worker fixture starts (module order), so nothing consumes the task yet."""
+    body = client.post("/v1/agent/runs", json={"input": "no worker is running"}).json()
+    run = client.get(f"/v1/agent/runs/{body['run_id']}").json()
+    assert run["status"] == "queued"
+    assert run["source"] == "worker"
+
+
+def test_queued_run_is_executed_by_worker(client: TestClient, celery_processes: Path) -> None:
+    response = client.post("/v1/agent/runs", json={"input": "what is 12 * 12", "thread_id": "queued-thread"})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "queued"
+    assert response.headers["Location"] == f"/v1/agent/runs/{body['run_id']}"
+
+    def finished() -> dict | None:
+        run = client.get(f"/v1/agent/runs/{body['run_id']}").json()
+        return run if run["status"] in ("succeeded", "failed") else None
+
+    run = _wait_for(finished)
+    assert run, (celery_processes / "worker.log").read_text()
+    assert run["status"] == "succeeded", run
+    assert run["source"] == "worker"
+    assert run["thread_id"] == "queued-thread"
+    assert "12 * 12 = 144" in run["output"]
+    assert run["finished_at"] is not None
+
+
+def test_beat_schedules_heartbeat(celery_processes: Path) -> None:
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    beat = _wait_for(lambda: client.get(HEARTBEAT_KEY))
+    assert beat, (celery_processes / "beat.log").read_text() + (celery_processes / "worker.log").read_text()
+    assert beat.endswith("+00:00")
