@@ -133,9 +133,10 @@ build_app() {
   log "building wheels for agent-app $version"
   rm -rf "$APP_DIR/wheelhouse"
   "$PY" -m pip wheel -q --disable-pip-version-check -w "$APP_DIR/wheelhouse" \
-    -r "$APP_DIR/requirements.txt" "$APP_DIR" >&2
+    -r "$APP_DIR/requirements.txt" "$APP_DIR" 2>&1 | { grep -v "neither a file nor a directory" || true; } >&2
   log "building vmstack/agent-app:$version"
-  docker build -q --label "vmstack.recipe=$hash" -t "vmstack/agent-app:$version" "$APP_DIR" >/dev/null
+  docker build -q --label "vmstack.recipe=$hash" --build-arg "APP_VERSION=$version" \
+    -t "vmstack/agent-app:$version" "$APP_DIR" >/dev/null
   log "built vmstack/agent-app:$version"
   echo "$version"
 }

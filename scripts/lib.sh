@@ -1,0 +1,64 @@
+# Shared by scripts/test.sh and scripts/demo.sh: set-up on a fresh Debian
+# machine (root) and stage timing. Source it; do not run it.
+# shellcheck shell=bash
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${VMSTACK_VENV:-$ROOT/.venv}
+export VMSTACK_IMAGE_DIR=${VMSTACK_IMAGE_DIR:-$ROOT/build/images}
+export ANSIBLE_COLLECTIONS_PATH=$ROOT/tests/collections
+export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0}
+export PY_COLORS=${PY_COLORS:-0}
+
+declare -a __stage_names=() __stage_secs=() __stage_status=()
+
+say() { printf '\n=== %s [%s]\n' "$*" "$(date +%T)"; }
+
+# stage NAME CMD...: run CMD, record its duration and outcome, keep going.
+stage() {
+  local name=$1 start rc; shift
+  say "stage $name"
+  start=$(date +%s)
+  if "$@"; then rc=0; else rc=$?; fi
+  __stage_names+=("$name"); __stage_secs+=($(( $(date +%s) - start ))); __stage_status+=("$rc")
+  printf '=== stage %s: %s in %ss\n' "$name" "$([ "$rc" = 0 ] && echo passed || echo "FAILED (rc=$rc)")" "${__stage_secs[-1]}"
+  return "$rc"
+}
+
+stage_report() {
+  local i failed=0 total=0
+  printf '\n%-14s %8s  %s\n' stage seconds result
+  for i in "${!__stage_names[@]}"; do
+    printf '%-14s %8s  %s\n' "${__stage_names[$i]}" "${__stage_secs[$i]}" \
+      "$([ "${__stage_status[$i]}" = 0 ] && echo passed || echo FAILED)"
+    total=$(( total + __stage_secs[i] ))
+    [ "${__stage_status[$i]}" = 0 ] || failed=$(( failed + 1 ))
+  done
+  printf '%-14s %8s\n' total "$total"
+  printf 'stages: %d passed, %d failed\n' $(( ${#__stage_names[@]} - failed )) "$failed"
+  [ "$failed" = 0 ]
+}
+
+# Debian packages the host needs (idempotent: installs only what is missing).
+host_packages() {
+  local want=(python3-venv docker.io debootstrap busybox-static "$@") missing=() p
+  for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || { echo "need root to install: ${missing[*]}" >&2; return 1; }
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The controller tooling, pinned, in a virtualenv.
+tooling() {
+  local stamp="$VENV/.requirements.sha256" want
+  want=$(sha256sum "$ROOT/requirements-dev.txt" | cut -d' ' -f1)
+  if [ ! -x "$VENV/bin/ansible-playbook" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    python3 -m venv "$VENV" &&
+      "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements-dev.txt" &&
+      echo "$want" >"$stamp" || return 1
+  fi
+  export PATH="$VENV/bin:$PATH"
+  ansible --version | head -1
+}
