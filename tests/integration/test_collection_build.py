@@ -20,16 +20,18 @@ def run(cmd, cwd, env=None):
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     work = tmp_path_factory.mktemp("collection")
-    built = run(["ansible-galaxy", "collection", "build", str(ROOT), "--output-path", str(work)], cwd=work)
+    # Nothing of this checkout on the collection path: only the tarball counts.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    built = run(["ansible-galaxy", "collection", "build", str(ROOT), "--output-path", str(work)], cwd=work, env=clean)
     assert built.returncode == 0, built.stdout
     tarballs = list(work.glob("vmstack-deploy-*.tar.gz"))
     assert len(tarballs) == 1
     dest = work / "collections"
+    env = dict(clean, ANSIBLE_COLLECTIONS_PATH=str(dest), ANSIBLE_NOCOLOR="1")
     inst = run(["ansible-galaxy", "collection", "install", "--offline", "--no-deps", "-p", str(dest),
-                str(tarballs[0])], cwd=work)
+                str(tarballs[0])], cwd=work, env=env)
     assert inst.returncode == 0, inst.stdout
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(dest), ANSIBLE_NOCOLOR="1")
-    env.pop("ANSIBLE_CONFIG", None)
+    assert (dest / "ansible_collections" / "vmstack" / "deploy" / "MANIFEST.json").is_file(), inst.stdout
     return {"work": work, "tarball": tarballs[0], "env": env, "dest": dest}
 
 
