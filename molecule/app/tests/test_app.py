@@ -80,7 +80,9 @@ def test_replicas_published_on_loopback_only(host):
 
 
 def test_invoke_creates_a_run_row(host):
-    text = f"count the words in request {uuid.uuid4()}"
+    # letters only: digits in the input make the planner pick the calculator
+    unique = "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex)
+    text = f"count the words in request {unique}"
     status, body = http(host, "POST", "http://127.0.0.1:8001/v1/agent/invoke", {"input": text})
     assert status == 200, body
     result = json.loads(body)
@@ -159,6 +161,48 @@ def test_image_change_recreates_app_services_and_keeps_previous_release(host):
     assert previous["release"]["image"] == "vmstack/agent-app:0.1.0"
     # back to the converged state for the tests after this one
     assert run_role(host.backend.get_hostname(), "app", {}).returncode == 0
+
+
+def test_failed_migration_keeps_the_running_release(host):
+    before = container_ids(host)
+    env_before = host.file(f"{ROOT}/app.env").content_string
+    result = run_role(host.backend.get_hostname(), "app", {"app_env": {"DATABASE_NAME": "no_such_db"}})
+    assert result.returncode != 0
+    assert "migrations failed" in result.stdout, result.stdout[-3000:]
+    assert "previous release 0.1.0 is running again" in result.stdout, result.stdout[-3000:]
+    assert container_ids(host) == before
+    assert host.file(f"{ROOT}/app.env").content_string == env_before
+    assert not host.run(f"ls {ROOT}/*~").stdout.strip(), "configuration backups left behind"
+    status, _ = http(host, "GET", "http://127.0.0.1:8001/ready")
+    assert status == 200
+
+
+def test_managed_database_renders_no_postgres(host):
+    """A second project against an "external" PostgreSQL (a container outside
+    the project, reached over the VM's address) renders no postgres service."""
+    gateway = host.check_output("ip -4 -o addr show docker0 | awk '{print $4}' | cut -d/ -f1")
+    host.run("docker rm -f extdb")
+    host.check_output("docker run -d --name extdb -p 15432:5432 -e POSTGRES_USER=ext -e POSTGRES_DB=ext "
+                      "-e POSTGRES_PASSWORD=ext-secret-5c2 vmstack/postgres:15")
+    try:
+        wait_for(lambda: host.run("docker exec extdb pg_isready -h 127.0.0.1 -U ext").rc == 0,
+                 timeout=60, what="the external database")
+        result = run_role(host.backend.get_hostname(), "app", {
+            "app_name": "agentx", "app_user": "agent", "app_api_ports": [8101, 8102], "app_worker_enabled": False,
+            "app_database_url": f"postgresql://ext:ext-secret-5c2@{gateway}:15432/ext",
+        })
+        assert result.returncode == 0, result.stdout[-3000:]
+        services = host.check_output("docker compose --project-directory /opt/agentx config --services").split()
+        assert "postgres" not in services and "redis" in services
+        status, body = http(host, "POST", "http://127.0.0.1:8101/v1/agent/invoke", {"input": "external db"})
+        assert status == 200, body
+        run_id = json.loads(body)["run_id"]
+        rows = host.check_output(f"docker exec extdb psql -U ext -d ext -tAc "
+                                 f"\"select count(*) from agent_runs where id = '{run_id}'\"")
+        assert rows.strip() == "1"
+    finally:
+        host.run("docker compose --project-directory /opt/agentx down -v --remove-orphans")
+        host.run("docker rm -f extdb && rm -rf /opt/agentx")
 
 
 @pytest.mark.parametrize(("role_vars", "message"), [
