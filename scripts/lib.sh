@@ -60,5 +60,5 @@ tooling() {
       echo "$want" >"$stamp" || return 1
   fi
   export PATH="$VENV/bin:$PATH"
-  ansible --version | head -1
+  ansible --version | sed -n 1p
 }
