@@ -127,6 +127,8 @@ def test_release_recorded(host):
     release = json.loads(host.file(f"{ROOT}/release.json").content_string)
     assert release["release"]["image"] == "vmstack/agent-app:0.1.0"
     assert release["release"]["version"] == "0.1.0"
+    image_id = host.check_output("docker image inspect -f '{{.Id}}' vmstack/agent-app:0.1.0")
+    assert release["release"]["image_id"] == image_id
     assert release["release"]["git_sha"] == "0123abc"
     assert release["deployed_at"].endswith("Z")
 
