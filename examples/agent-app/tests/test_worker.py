@@ -1,6 +1,7 @@
 """Queued runs executed by a REAL Celery worker (``agent-app worker`` subprocess) and beat."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -95,3 +96,37 @@ def test_beat_schedules_heartbeat(celery_processes: Path) -> None:
     beat = _wait_for(lambda: client.get(HEARTBEAT_KEY))
     assert beat, (celery_processes / "beat.log").read_text() + (celery_processes / "worker.log").read_text()
     assert beat.endswith("+00:00")
+
+
+def _ping(node: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The container healthcheck's probe, `agent-app ping beat` (here with the test beat's node name)."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent_app", "ping", "beat", "--timeout", "2", "--node", node],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_worker_answers_liveness_ping(celery_processes: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "agent_app", "ping", "worker"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0 and "pong" in result.stdout, result.stderr
+
+
+def test_beat_answers_liveness_ping_only_while_it_runs(tmp_path: Path) -> None:
+    """The container healthcheck of beat: `celery inspect ping` to beat's own node.
+    A beat that no longer runs its loop (here: stopped with SIGSTOP) must go silent."""
+    node = f"celerybeat@probe-{os.getpid()}"
+    env = {**os.environ, "CELERY_BEAT_SCHEDULE_FILE": str(tmp_path / "schedule"),
+           "BEAT_MAX_LOOP_INTERVAL_SECONDS": "1", "BEAT_MAX_TICK_AGE_SECONDS": "5"}
+    beat = _start(["beat", "--hostname", node], tmp_path / "beat.log", env)
+    try:
+        answered = _wait_for(lambda: "pong" in _ping(node, env).stdout, timeout=40)
+        assert answered, (tmp_path / "beat.log").read_text()
+        beat.send_signal(signal.SIGSTOP)
+        silent = _ping(node, env)
+        assert silent.returncode != 0 and "pong" not in silent.stdout, silent.stdout
+        beat.send_signal(signal.SIGCONT)
+        assert _wait_for(lambda: "pong" in _ping(node, env).stdout, timeout=30)
+    finally:
+        beat.send_signal(signal.SIGCONT)
+        assert _stop(beat) == 0, (tmp_path / "beat.log").read_text()

@@ -35,6 +35,13 @@ def create_celery_app(settings: Settings) -> Celery:
             "interval_max": 1,
         },
         beat_schedule_filename=settings.beat_schedule_file,
+        # Beat answers `celery inspect ping --destination celerybeat@<host>`
+        # only while its scheduler loop keeps ticking: a liveness probe that
+        # stays truthful for as long as beat runs (its schedule file is not
+        # rewritten when nothing changes, so its age proves nothing).
+        beat_enable_remote_control=True,
+        beat_max_loop_interval=settings.beat_max_loop_interval_seconds,
+        beat_remote_control_max_tick_age=settings.beat_max_tick_age_seconds,
         beat_schedule={
             "heartbeat": {"task": HEARTBEAT_TASK, "schedule": settings.heartbeat_interval_seconds},
         },

@@ -39,6 +39,8 @@ class Settings:
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10
     heartbeat_interval_seconds: float = 30.0
+    beat_max_loop_interval_seconds: float = 30.0
+    beat_max_tick_age_seconds: float = 120.0
     worker_concurrency: int = 2
     beat_schedule_file: str = "/tmp/agent-app-celerybeat-schedule"
 
@@ -138,6 +140,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_min_size=pool_min,
         db_pool_max_size=pool_max,
         heartbeat_interval_seconds=float(_number(env, "HEARTBEAT_INTERVAL_SECONDS", 30.0, float)),
+        beat_max_loop_interval_seconds=float(_number(env, "BEAT_MAX_LOOP_INTERVAL_SECONDS", 30.0, float)),
+        beat_max_tick_age_seconds=float(_number(env, "BEAT_MAX_TICK_AGE_SECONDS", 120.0, float)),
         worker_concurrency=int(_number(env, "WORKER_CONCURRENCY", 2, int)) or 1,
         beat_schedule_file=env.get("CELERY_BEAT_SCHEDULE_FILE", "/tmp/agent-app-celerybeat-schedule"),
     )
