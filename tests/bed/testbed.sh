@@ -63,34 +63,73 @@ debian_mirror() {
 }
 
 # Short hash of the files a recipe depends on, stored as an image label.
-base_id() { docker image inspect -f '{{.Id}}' vmstack/debian:bookworm; }
+base_id() { docker image inspect -f '{{.Id}}' vmstack/base:bookworm; }
 recipe_hash() { cat "$@" | sha256sum | cut -c1-12; }
 
 image_current() { # image hash
   [ "$(docker image inspect -f '{{ index .Config.Labels "vmstack.recipe" }}' "$1" 2>/dev/null)" = "$2" ]
 }
 
+# Strip what no container needs from a debootstrapped root: apt lists and
+# caches, documentation, man pages, locales but C.UTF-8.
+slim_rootfs() { # dir
+  rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/* "$1"/usr/share/doc/* \
+    "$1"/usr/share/man/* "$1"/usr/share/info/* "$1"/var/cache/debconf/*-old
+  find "$1/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} + 2>/dev/null || true
+}
+
+debootstrap_to() { # suite dir include-list
+  local mirror
+  mirror=$(debian_mirror)
+  debootstrap --variant=minbase ${3:+--include=$3} "$1" "$2" "$mirror" >"$2.log" 2>&1 \
+    || { tail -30 "$2.log" >&2; die "debootstrap $1 failed"; }
+  # Containers reach the archive over plain http (see TESTBED notes).
+  [ -s "$2/etc/apt/sources.list" ] || echo "deb $mirror $1 main" >"$2/etc/apt/sources.list"
+  rm -f "$2.log"
+}
+
+# The "VMs": systemd as PID 1, python3 for Ansible, and sshd with its host
+# keys made at first boot, as on a cloud image.
 build_platform() { # suite
-  local suite=$1 tag="vmstack/debian:$1" hash rootfs mirror
-  hash=$(recipe_hash <(declare -f build_platform) <(echo "$suite"))
+  local suite=$1 tag="vmstack/debian:$1" hash rootfs
+  hash=$(recipe_hash <(declare -f build_platform slim_rootfs debootstrap_to) <(echo "$suite"))
   if image_current "$tag" "$hash"; then log "$tag is cached"; return; fi
   need_root
-  mirror=$(debian_mirror)
   rootfs=$(mktemp -d /var/tmp/vmstack-rootfs.XXXXXX)
-  log "debootstrap $suite (minbase + systemd, python3) -> $tag"
-  debootstrap --variant=minbase \
-    --include=python3,python3-apt,systemd,systemd-sysv,sudo,iproute2,ca-certificates,procps \
-    "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || { tail -30 "$rootfs.log" >&2; die "debootstrap $suite failed"; }
+  log "debootstrap $suite (minbase + systemd, python3, sshd) -> $tag"
+  debootstrap_to "$suite" "$rootfs" \
+    python3,python3-apt,systemd,systemd-sysv,sudo,iproute2,ca-certificates,procps,openssh-server
   # A container is not a VM: no getty, no udev trigger, no first-boot machine id.
   : >"$rootfs/etc/machine-id"
-  rm -f "$rootfs"/etc/systemd/system/getty.target.wants/* "$rootfs"/var/cache/apt/archives/*.deb
+  rm -f "$rootfs"/etc/systemd/system/getty.target.wants/* "$rootfs"/etc/ssh/ssh_host_*
   ln -sf /dev/null "$rootfs/etc/systemd/system/systemd-udevd.service"
   ln -sf /dev/null "$rootfs/etc/systemd/system/systemd-udev-trigger.service"
   ln -sf /dev/null "$rootfs/etc/systemd/system/getty@tty1.service"
+  mkdir -p "$rootfs/etc/systemd/system/ssh.service.d"
+  printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' \
+    >"$rootfs/etc/systemd/system/ssh.service.d/vmstack-bed-hostkeys.conf"
+  slim_rootfs "$rootfs"
   tar -C "$rootfs" -c . | docker import \
     -c 'ENV container=docker' -c 'CMD ["/lib/systemd/systemd"]' \
     -c "LABEL vmstack.recipe=$hash" - "$tag" >/dev/null
-  rm -rf "$rootfs" "$rootfs.log"
+  rm -rf "$rootfs"
+  log "built $tag"
+}
+
+# The base of the fixture images (PostgreSQL, Redis, the app): minbase and
+# python3, no systemd. One shared base layer keeps the stack tarball small.
+build_image_base() {
+  local tag=vmstack/base:bookworm hash rootfs
+  hash=$(recipe_hash <(declare -f build_image_base slim_rootfs debootstrap_to))
+  if image_current "$tag" "$hash"; then log "$tag is cached"; return; fi
+  need_root
+  rootfs=$(mktemp -d /var/tmp/vmstack-rootfs.XXXXXX)
+  log "debootstrap bookworm (minbase, python3) -> $tag"
+  debootstrap_to bookworm "$rootfs" python3,ca-certificates
+  slim_rootfs "$rootfs"
+  tar -C "$rootfs" -c . | docker import -c 'ENV LANG=C.UTF-8' -c 'CMD ["/bin/bash"]' \
+    -c "LABEL vmstack.recipe=$hash" - "$tag" >/dev/null
+  rm -rf "$rootfs"
   log "built $tag"
 }
 
@@ -128,7 +167,7 @@ build_app() {
   # Wheels are built on this host (PyPI is not reachable from containers),
   # the air-gapped path: the image build installs from them with --no-index.
   local hash
-  hash=$(cd "$APP_DIR" && find pyproject.toml requirements.txt Dockerfile src -type f | sort | xargs cat | sha256sum | cut -c1-12)
+  hash=$( (cd "$APP_DIR" && find pyproject.toml requirements.txt Dockerfile src -type f | sort | xargs cat; base_id) | sha256sum | cut -c1-12)
   if image_current "vmstack/agent-app:$version" "$hash"; then log "vmstack/agent-app:$version is cached"; echo "$version"; return; fi
   log "building wheels for agent-app $version"
   rm -rf "$APP_DIR/wheelhouse"
@@ -136,19 +175,21 @@ build_app() {
     -r "$APP_DIR/requirements.txt" "$APP_DIR" 2>&1 | { grep -v "neither a file nor a directory" || true; } >&2
   log "building vmstack/agent-app:$version"
   docker build -q --label "vmstack.recipe=$hash" --build-arg "APP_VERSION=$version" \
+    --build-arg BASE_IMAGE=vmstack/base:bookworm \
     -t "vmstack/agent-app:$version" "$APP_DIR" >/dev/null
   log "built vmstack/agent-app:$version"
   echo "$version"
 }
 
-# docker save is slow for big images: only when the image changed.
-save_image() { # tag file
-  local tag=$1 out="$IMAGE_DIR/$2" id
-  id=$(docker image inspect -f '{{.Id}}' "$tag")
-  if [ -s "$out" ] && [ "$(cat "$out.id" 2>/dev/null)" = "$id" ]; then return; fi
+# docker save is slow for big images: only when an image changed. Several
+# images in one tarball share their common layers.
+save_images() { # file tag...
+  local out="$IMAGE_DIR/$1" ids; shift
+  ids=$(docker image inspect -f '{{.Id}}' "$@" | tr '\n' ' ')
+  if [ -s "$out" ] && [ "$(cat "$out.id" 2>/dev/null)" = "$ids" ]; then return; fi
   mkdir -p "$IMAGE_DIR"
-  docker save -o "$out.tmp" "$tag" && mv "$out.tmp" "$out" && echo "$id" >"$out.id"
-  log "saved $tag -> $out ($(du -h "$out" | cut -f1))"
+  docker save -o "$out.tmp" "$@" && mv "$out.tmp" "$out" && echo "$ids" >"$out.id"
+  log "saved $* -> $out ($(du -h "$out" | cut -f1))"
 }
 
 platforms() {
@@ -157,14 +198,18 @@ platforms() {
 }
 
 fixtures() {
-  build_busybox && save_image vmstack/busybox:1 busybox.tar
-  build_dockerfile vmstack/postgres:15 "$BED/images/postgres" && save_image vmstack/postgres:15 postgres.tar
-  build_dockerfile vmstack/redis:7 "$BED/images/redis" && save_image vmstack/redis:7 redis.tar
+  local images=(vmstack/busybox:1 vmstack/postgres:15 vmstack/redis:7) app_version
+  build_busybox && save_images busybox.tar vmstack/busybox:1
+  build_image_base
+  build_dockerfile vmstack/postgres:15 "$BED/images/postgres"
+  build_dockerfile vmstack/redis:7 "$BED/images/redis"
   if [ "${VMSTACK_SKIP_APP_IMAGE:-}" != 1 ]; then
-    local app_version
     app_version=$(build_app)
-    save_image "vmstack/agent-app:$app_version" agent-app.tar
+    images+=("vmstack/agent-app:$app_version")
   fi
+  # Everything a stack VM runs, in one tarball (the air-gapped path).
+  save_images stack.tar "${images[@]}"
+  rm -f "$IMAGE_DIR"/postgres.tar* "$IMAGE_DIR"/redis.tar* "$IMAGE_DIR"/agent-app.tar*
 }
 
 main() {

@@ -74,3 +74,31 @@ def test_shipped_playbooks_pass_syntax_check(installed):
         result = run(["ansible-playbook", "--syntax-check", "-i", "localhost,", str(playbook)],
                      cwd=installed["work"], env=installed["env"])
         assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("playbook", ["deploy", "harden", "app", "nginx"])
+def test_playbooks_are_callable_by_fqcn(installed, playbook):
+    """Operators run the parts by name from the installed collection."""
+    result = run(["ansible-playbook", "--syntax-check", "-i", "localhost,", f"vmstack.deploy.{playbook}"],
+                 cwd=installed["work"], env=installed["env"])
+    assert result.returncode == 0, result.stdout
+
+
+def test_installed_plugins_load(installed):
+    """The filter and test plugins the playbooks use resolve from the installed collection,
+    and the filter finds the app role's defaults there."""
+    play = installed["work"] / "plugins.yml"
+    play.write_text(
+        "- hosts: localhost\n"
+        "  gather_facts: false\n"
+        "  tasks:\n"
+        "    - ansible.builtin.assert:\n"
+        "        that:\n"
+        "          - \"'vmstack/app:1.0' is vmstack.deploy.pinned_image\"\n"
+        "          - \"'vmstack/app:latest' is not vmstack.deploy.pinned_image\"\n"
+        "          - \"['localhost'] | vmstack.deploy.api_upstreams(hostvars, 'localhost')"
+        " == ['127.0.0.1:8001', '127.0.0.1:8002']\"\n"
+    )
+    result = run(["ansible-playbook", "-i", "localhost,", "-c", "local", str(play)],
+                 cwd=installed["work"], env=installed["env"])
+    assert result.returncode == 0, result.stdout

@@ -1,0 +1,6 @@
+"""Make the collection importable as ansible_collections.vmstack.deploy."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collections"))
