@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: deploy the reference stack into a local throw-away VM (a
-# systemd container with its own Docker engine) on a fresh Debian machine
-# (root), then print where it answers.
+# systemd container with sshd and its own Docker engine) on a fresh Debian
+# machine (root) with the shipped playbooks/deploy.yml, over SSH as an
+# operator would, then print the HTTPS URL where it answers.
 #
 #   scripts/demo.sh          build the test bed, start the VM, deploy, check
 #   scripts/demo.sh down     remove the VM
@@ -10,36 +11,69 @@ set -Eeuo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-VM=${VMSTACK_DEMO_VM:-vmstack-demo}
+VM=vmstack-demo
+ADDRESS=172.30.99.10
+NAME=agent.vmstack.test
+DEMO=build/demo
+# The operators' settings (SSH multiplexing, pipelining, facts once per run).
+export ANSIBLE_CONFIG=$ROOT/inventories/example/ansible.cfg
 # The local inventory's vault is encrypted with this documented, demo-only
 # password. Real inventories use their own (see README).
 vault_pass() { printf '%s\n' vmstack-demo; }
 
 if [ "${1:-up}" = down ]; then
   tooling >/dev/null
-  ansible-playbook tests/bed/vm.yml -e bed_vm_name="$VM" -e bed_vms_state=absent
+  ansible-playbook tests/bed/vm.yml -e bed_vms_state=absent
+  rm -f "$DEMO/known_hosts"
   exit 0
 fi
 
-stage setup host_packages curl
+# The demo's SSH key, and a CA with the certificate nginx serves for $NAME.
+demo_files() {
+  mkdir -p "$DEMO" && cd "$DEMO" || return 1
+  [ -s id_ed25519 ] || ssh-keygen -q -t ed25519 -N '' -C vmstack-demo -f id_ed25519
+  if [ ! -s ca.pem ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -keyout ca.key -out ca.pem \
+      -subj "/CN=vmstack demo CA" -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+    rm -f agent.crt
+  fi
+  if [ ! -s agent.crt ]; then
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout agent.key -out agent.csr -subj "/CN=$NAME" 2>/dev/null
+    openssl x509 -req -in agent.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 90 -out agent.crt \
+      -extfile <(printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$NAME") 2>/dev/null
+    rm -f agent.csr
+  fi
+  chmod 0600 id_ed25519 ca.key agent.key
+  cd "$ROOT"
+}
+
+vm() {
+  # A new VM has new host keys.
+  docker container inspect "$VM" >/dev/null 2>&1 || rm -f "$DEMO/known_hosts"
+  ansible-playbook tests/bed/vm.yml
+}
+
+curl_tls() { curl -fsS --cacert "$DEMO/ca.pem" --resolve "$NAME:443:$ADDRESS" "$@"; }
+check() {
+  curl_tls "https://$NAME/ready" && echo &&
+    curl_tls -X POST -H 'Content-Type: application/json' \
+      -d '{"input": "How many words are in this sentence?"}' "https://$NAME/v1/agent/invoke" && echo
+}
+
+stage setup host_packages curl openssh-client openssl
 stage tooling tooling
 stage bed bash tests/bed/testbed.sh all
-stage vm ansible-playbook tests/bed/vm.yml -e bed_vm_name="$VM"
-stage deploy ansible-playbook -i inventories/local playbooks/deploy.yml --limit "$VM" \
-  --vault-password-file <(vault_pass)
-
-ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$VM")
-check() {
-  curl -fsS "http://$ip:8001/ready" && echo &&
-    curl -fsS -X POST -H 'Content-Type: application/json' \
-      -d '{"input": "How many words are in this sentence?"}' "http://$ip:8001/v1/agent/invoke" && echo
-}
+stage files demo_files
+stage vm vm
+stage deploy ansible-playbook -i inventories/local playbooks/deploy.yml --vault-password-file <(vault_pass)
 stage check check
 stage_report
 cat <<TXT
 
-The reference stack answers on the VM "$VM" ($ip):
-  API replicas   http://$ip:8001  http://$ip:8002   (/health /ready /metrics /v1/agent/invoke /v1/agent/stream)
-  Compose        docker exec -it $VM docker compose --project-directory /opt/agent ps
+The reference stack answers over HTTPS on the VM "$VM" ($ADDRESS), behind nginx:
+  curl --cacert $DEMO/ca.pem --resolve $NAME:443:$ADDRESS https://$NAME/ready
+  https://$NAME/   (/ready /v1/agent/invoke /v1/agent/stream; trust $DEMO/ca.pem, resolve $NAME to $ADDRESS)
+  SSH            ssh -i $DEMO/id_ed25519 -o UserKnownHostsFile=$DEMO/known_hosts deploy@$ADDRESS
+  Compose        ssh ... sudo docker compose --project-directory /opt/agent ps
   Remove it      scripts/demo.sh down
 TXT
