@@ -24,6 +24,9 @@ stage() {
   return "$rc"
 }
 
+# stage_record NAME SECONDS RC: a stage that ran elsewhere (a parallel lane).
+stage_record() { __stage_names+=("$1"); __stage_secs+=("$2"); __stage_status+=("$3"); }
+
 stage_report() {
   local i failed=0 total=0
   printf '\n%-14s %8s  %s\n' stage seconds result
@@ -40,7 +43,7 @@ stage_report() {
 
 # Debian packages the host needs (idempotent: installs only what is missing).
 host_packages() {
-  local want=(python3-venv docker.io debootstrap busybox-static "$@") missing=() p
+  local want=(python3-venv docker.io debootstrap busybox-static openssh-client "$@") missing=() p
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
   done

@@ -38,14 +38,58 @@ bed() { bash tests/bed/testbed.sh all; }
 
 collection() { pytest -c tests/pytest.ini -q tests/integration; }
 
+# One scenario: `molecule test`, its output through phase_times.py, which
+# times each action for the report (build/timings/SCENARIO.json).
+molecule_one() {
+  molecule test -s "$1" 2>&1 | python3 tests/bed/phase_times.py record "$ROOT/build/timings/$1.json"
+}
+
+# The scenarios, longest first (what runs in parallel lanes starts with the
+# scenario that would otherwise finish last).
+scenario_order() {
+  local known=(stack harden nginx app docker) s
+  local all
+  all=$(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
+  for s in "${known[@]}"; do grep -qx "$s" <<<"$all" && echo "$s"; done
+  grep -vxF -f <(printf '%s\n' "${known[@]}") <<<"$all" || true
+}
+
+# VMSTACK_JOBS=N runs N scenarios at a time (their instance names differ);
+# each scenario's output is printed whole when it ends.
 molecule_all() {
-  local scenarios=${VMSTACK_SCENARIOS:-} s rc=0
-  if [ -z "$scenarios" ]; then
-    scenarios=$(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
+  local scenarios=${VMSTACK_SCENARIOS:-} jobs=${VMSTACK_JOBS:-1} s rc=0 queue lane
+  [ -n "$scenarios" ] || scenarios=$(scenario_order)
+  rm -rf "$ROOT/build/timings"
+  if [ "$jobs" -le 1 ]; then
+    for s in $scenarios; do stage "molecule:$s" molecule_one "$s" || rc=1; done
+    return $rc
   fi
-  for s in $scenarios; do
-    stage "molecule:$s" molecule test -s "$s" || rc=1
+  queue=$(mktemp -d)
+  printf "%s\n" $scenarios >"$queue/todo" && : >"$queue/results"
+  for lane in $(seq "$jobs"); do
+    (
+      while :; do
+        s=$(flock "$queue/todo" sh -c 'head -1 "$1" && sed -i 1d "$1"' _ "$queue/todo")
+        [ -n "$s" ] || break
+        start=$(date +%s)
+        if molecule_one "$s" >"$queue/$s.log" 2>&1; then r=0; else r=$?; fi
+        secs=$(( $(date +%s) - start ))
+        {
+          flock 9
+          say "stage molecule:$s (ran in lane $lane)"
+          cat "$queue/$s.log"
+          printf '=== stage molecule:%s: %s in %ss\n' "$s" "$([ "$r" = 0 ] && echo passed || echo "FAILED (rc=$r)")" "$secs"
+          echo "molecule:$s $secs $r" >>"$queue/results"
+        } 9>"$queue/print.lock"
+      done
+    ) &
   done
+  wait
+  while read -r s secs r; do
+    stage_record "$s" "$secs" "$r"
+    [ "$r" = 0 ] || rc=1
+  done <"$queue/results"
+  rm -rf "$queue"
   return $rc
 }
 
@@ -64,4 +108,6 @@ for s in "${selected[@]}"; do
   # Nothing after a failed set-up or test bed can pass.
   if [ $overall != 0 ] && { [ "$s" = setup ] || [ "$s" = bed ]; }; then break; fi
 done
-stage_report && [ $overall = 0 ]
+stage_report
+[ -d build/timings ] && python3 tests/bed/phase_times.py report build/timings
+[ $overall = 0 ]

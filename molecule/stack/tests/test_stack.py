@@ -1,0 +1,351 @@
+"""The whole one-VM product, converged by playbooks/deploy.yml over SSH:
+requests through nginx over TLS, the worker, streams, routes and CORS, logs,
+secrets, autoheal, the audits, and day-two operations (a failed release, a
+secret rotation under traffic, a dry run)."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from bedtest import PROJECT_DIR, ansible_log, recap, run_playbook, wait_for
+
+testinfra_hosts = ["stack-trixie"]
+
+ROOT = "/opt/agent"
+NAME = "agent.vmstack.test"
+ORIGIN = "https://app.vmstack.test"
+DEPLOY = PROJECT_DIR / "playbooks" / "deploy.yml"
+SECRETS = {
+    "app_secret_key": "molecule-secret-key-7c1e9a4b",
+    "app_postgres_password": "molecule-pg-password-3f8d2e61",
+    "app_redis_password": "molecule-redis-password-b94a07d2",
+    "app_llm_api_key": "molecule-llm-key-5d0c3e77",
+    "tracing_token": "molecule-tracing-token-e1a2b3c4",
+}
+LYNIS_TARGET = 85
+
+
+def curl(host, args: str, check: bool = True):
+    """curl on the VM against nginx (127.0.0.1), trusting the site's certificate."""
+    cmd = (f"curl -sS --max-time 30 --cacert /etc/nginx/tls/agent/fullchain.pem "
+           f"--resolve {NAME}:443:127.0.0.1 --resolve {NAME}:80:127.0.0.1 {args}")
+    return host.check_output(cmd) if check else host.run(cmd)
+
+
+def response(host, url: str, extra: str = "") -> tuple[int, dict, str]:
+    """status, lower-cased headers, body."""
+    out = curl(host, f"-D - {extra} {shlex.quote(url)}")
+    head, _, body = out.replace("\r", "").partition("\n\n")
+    lines = head.splitlines()
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers.setdefault(key.strip().lower(), value.strip())
+    return int(lines[0].split()[1]), headers, body
+
+
+def compose(host, args: str) -> str:
+    return host.check_output(f"docker compose --project-directory {ROOT} {args}")
+
+
+def container_ids(host) -> dict:
+    rows = [json.loads(line) for line in compose(host, "ps --all --format json").splitlines() if line.strip()]
+    return {row["Service"]: row["ID"] for row in rows}
+
+
+def healthy(host) -> bool:
+    return host.run(f"/usr/local/sbin/vmstack-app-health report agent").rc == 0
+
+
+def psql(host, sql: str) -> str:
+    return compose(host, f"exec -T postgres psql -U agent -d agent -tAc {shlex.quote(sql)}").strip()
+
+
+def letters() -> str:
+    """A unique input without digits (digits make the planner pick the calculator)."""
+    return "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex)
+
+
+# --- the front door ------------------------------------------------------------------------
+
+def test_https_is_the_front_door(host):
+    status, headers, body = response(host, f"https://{NAME}/ready")
+    assert status == 200, body
+    assert json.loads(body)["checks"] == {"postgres": "ok", "redis": "ok"}
+    assert headers["strict-transport-security"].startswith("max-age=63072000")
+    status, headers, _ = response(host, f"http://{NAME}/ready")
+    assert status == 308 and headers["location"] == f"https://{NAME}/ready"
+
+
+def test_only_ssh_and_nginx_listen_beyond_loopback(host):
+    listeners = host.check_output("ss -Hltn | awk '{print $4}'").split()
+    public = {addr.rsplit(":", 1)[1] for addr in listeners
+              if not re.match(r"^(127\.|\[::1\]|\[::ffff:127\.)", addr)}
+    assert public == {"22", "80", "443"}, listeners
+
+
+def test_invoke_through_nginx_is_stored(host):
+    text = f"count the words in request {letters()}"
+    status, _, body = response(host, f"https://{NAME}/v1/agent/invoke",
+                               f"-X POST -H 'Content-Type: application/json' -d {shlex.quote(json.dumps({'input': text}))}")
+    assert status == 200, body
+    run = json.loads(body)
+    assert "word_count" in run["output"]
+    assert psql(host, f"select status, source from agent_runs where id = '{run['run_id']}'") == "succeeded|api"
+
+
+def test_queued_run_is_executed_by_the_worker(host):
+    status, _, body = response(host, f"https://{NAME}/v1/agent/runs",
+                               "-X POST -H 'Content-Type: application/json' -d '{\"input\": \"what is 6 * 7\"}'")
+    assert status == 202, body
+    run_id = json.loads(body)["run_id"]
+
+    def finished():
+        run = json.loads(curl(host, f"https://{NAME}/v1/agent/runs/{run_id}"))
+        return run["status"] in ("succeeded", "failed") and run
+    assert wait_for(finished, timeout=60, what="the worker")["status"] == "succeeded"
+    assert psql(host, f"select source from agent_runs where id = '{run_id}'") == "worker"
+
+
+def test_stream_arrives_as_server_sent_events(host):
+    out = curl(host, f"-N 'https://{NAME}/v1/agent/stream?input=stream+me+some+tokens'")
+    assert len(re.findall(r"^data: \{.*\}$", out, re.M)) >= 3
+    assert "event: done" in out
+
+
+def test_routes_frontend_cached_api_on_its_path(host):
+    page = f"https://{NAME}/?probe={uuid.uuid4().hex}"
+    first, second = response(host, page), response(host, page)
+    assert first[0] == 200 and "<h1>agent</h1>" in first[2]
+    assert (first[1]["x-cache-status"], second[1]["x-cache-status"]) == ("MISS", "HIT")
+    assert second[1]["strict-transport-security"], "route with its own headers lost the site's headers"
+    status, _, body = response(host, f"https://{NAME}/v1/agent/runs/00000000-0000-0000-0000-000000000000")
+    assert status == 404 and "detail" in json.loads(body)
+
+
+def test_cors_preflight_and_request_from_an_allowed_origin_only(host):
+    status, headers, _ = response(host, f"https://{NAME}/v1/agent/invoke",
+                                  f"-X OPTIONS -H 'Origin: {ORIGIN}' -H 'Access-Control-Request-Method: POST' "
+                                  "-H 'Access-Control-Request-Headers: content-type'")
+    assert status == 204
+    assert headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in headers["access-control-allow-methods"]
+    assert "Content-Type" in headers["access-control-allow-headers"]
+    status, headers, body = response(host, f"https://{NAME}/v1/agent/invoke",
+                                     f"-X POST -H 'Origin: {ORIGIN}' -H 'Content-Type: application/json' "
+                                     "-d '{\"input\": \"cross origin\"}'")
+    assert status == 200, body
+    assert headers["access-control-allow-origin"] == ORIGIN
+    for method in ("OPTIONS", "POST"):
+        status, headers, _ = response(host, f"https://{NAME}/v1/agent/invoke",
+                                      f"-X {method} -H 'Origin: https://evil.example' -H 'Access-Control-Request-Method: POST' "
+                                      "-H 'Content-Type: application/json' -d '{\"input\": \"x\"}'")
+        assert not any(h.startswith("access-control-allow") for h in headers), (method, headers)
+
+
+# --- what the app role keeps -----------------------------------------------------------------
+
+def test_secret_files_private_and_extra_secret_delivered_as_a_file(host):
+    expected = {"app_secret_key": "agent", "database_password": "agent", "redis_password": "agent",
+                "llm_api_key": "agent", "tracing_token": "agent", "postgres_password": "999", "redis_conf": "999"}
+    for name, owner in expected.items():
+        f = host.file(f"{ROOT}/secrets/{name}")
+        assert f.mode == 0o400, name
+        assert (f.user if owner == "agent" else str(f.uid)) == owner, name
+    inside = host.check_output("docker exec agent-api-1 sh -c 'stat -c %a /run/secrets/tracing_token; "
+                               "cat /run/secrets/tracing_token; echo; echo $TRACING_TOKEN_FILE'").split()
+    assert inside == ["400", SECRETS["tracing_token"], "/run/secrets/tracing_token"]
+
+
+def test_data_volume_persists_across_recreation(host):
+    labels = json.loads(host.check_output("docker volume inspect agent_data --format '{{json .Labels}}'"))
+    assert labels["vmstack.backup"] == "files" and labels["vmstack.app"] == "agent"
+    host.check_output("docker exec agent-worker sh -c 'echo kept > /data/probe'")
+    compose(host, "up -d --force-recreate --no-deps --wait worker")
+    assert host.check_output("docker exec agent-api-1 cat /data/probe") == "kept"
+
+
+def test_logs_outlive_the_container_and_are_found_by_request_id(host):
+    request_id = f"molecule-{uuid.uuid4().hex}"
+    curl(host, f"-o /dev/null -H 'X-Request-ID: {request_id}' https://{NAME}/ready")
+
+    def in_journal():
+        return host.run(f"journalctl --no-pager -o cat COM_DOCKER_COMPOSE_PROJECT=agent -g {request_id}").stdout.strip()
+    line = wait_for(in_journal, timeout=20, what="the request in the journal")
+    assert json.loads(line.splitlines()[-1])["request_id"] == request_id
+    old = {c: host.check_output(f"docker inspect -f '{{{{.Id}}}}' agent-{c}") for c in ("api-1", "api-2")}
+    compose(host, "up -d --force-recreate --no-deps --wait api-1 api-2")
+    assert host.check_output("docker inspect -f '{{.Id}}' agent-api-1") != old["api-1"]
+    assert request_id in in_journal(), "the recreated container's predecessor's log is gone"
+    assert host.run("docker logs --tail 5 agent-api-1").rc == 0
+
+
+def test_a_hung_beat_goes_unhealthy_and_autoheal_restarts_it(host):
+    before = host.check_output("docker inspect -f '{{.State.StartedAt}}' agent-beat")
+    pid = host.check_output("docker inspect -f '{{.State.Pid}}' agent-beat")
+    host.check_output(f"kill -STOP {pid}")
+    try:
+        wait_for(lambda: host.check_output("docker inspect -f '{{.State.StartedAt}}' agent-beat") != before,
+                 timeout=90, interval=2, what="autoheal to restart the hung beat")
+    finally:
+        host.run(f"kill -CONT {pid}")
+    log = host.check_output("journalctl -u vmstack-autoheal-agent --no-pager -o cat")
+    assert re.search(r"autoheal: restarting agent-beat \(turned unhealthy; last check exit 1", log), log
+    wait_for(lambda: healthy(host), timeout=90, what="every container healthy again")
+
+
+# --- the composed host -----------------------------------------------------------------------
+
+def test_lynis_on_the_composed_host(host):
+    report = host.file("/root/lynis-report.dat").content_string
+    index = int(re.search(r"^hardening_index=(\d+)$", report, re.M).group(1))
+    print(f"\n--- Lynis hardening index of the composed stack host: {index}")
+    assert index >= LYNIS_TARGET
+
+
+def test_ssh_audit_no_fail_no_warn(host):
+    out = host.run("ssh-audit --no-colors 127.0.0.1").stdout
+    print(f"\n--- ssh-audit on the composed host ---\n{out}")
+    assert "(kex)" in out
+    assert [line for line in out.splitlines() if "[fail]" in line or "[warn]" in line] == []
+
+
+def test_docker_networking_intact_after_hardening(host):
+    network = "agent_default"
+    out = host.check_output(f"docker run --rm --network {network} vmstack/busybox:1 "
+                            "wget -q -O - http://api-1:8000/health")
+    assert json.loads(out)["status"] == "ok"
+    gateway = host.check_output("ip -4 route show default | awk '{print $3}'")
+    assert host.run(f"docker run --rm --network {network} vmstack/busybox:1 ping -c 1 -W 3 {gateway}").rc == 0
+
+
+def resident_mib(container_id: str) -> int:
+    """Resident memory (anonymous, no page cache) of a container's cgroup on the test bed, v1 or v2."""
+    for stat in [*Path("/sys/fs/cgroup/memory").glob(f"**/{container_id}/memory.stat"),
+                 *Path("/sys/fs/cgroup").glob(f"**/*{container_id}*/memory.stat")]:
+        values = dict(line.split() for line in stat.read_text().splitlines())
+        if "total_rss" in values:  # cgroup v1
+            return int(values["total_rss"]) // 2**20
+        if "anon" in values:       # cgroup v2
+            return int(values["anon"]) // 2**20
+    raise AssertionError(f"no memory cgroup for {container_id}")
+
+
+def test_idle_memory(host):
+    """Printed for docs/benchmarks.md. With the host's cgroup namespace, the
+    VM's own containers get cgroups beside the VM's: the VM is their sum."""
+    vm = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", "stack-trixie"], capture_output=True, text=True,
+                        check=True).stdout.strip()
+    inner = host.check_output("docker ps -q --no-trunc").split()
+    used = {"the VM's systemd, sshd, nginx, dockerd...": resident_mib(vm)}
+    used.update({host.check_output(f"docker inspect -f '{{{{.Name}}}}' {c}"): resident_mib(c) for c in inner})
+    total = sum(used.values())
+    print(f"\n--- resident memory of the idle one-VM stack: {total} MiB in all\n"
+          + "\n".join(f"  {name}: {mib} MiB" for name, mib in used.items()))
+    assert 0 < total < 2048, "the one-VM stack must fit a 2 GiB VM"
+
+
+# --- day two ------------------------------------------------------------------------------
+
+def changed_tasks(result) -> str:
+    """The tasks of a finished run that reported a change, with their diffs."""
+    blocks = re.split(r"\n(?=TASK \[|RUNNING HANDLER \[)", result.stdout)
+    return "\n".join(b[:1500] for b in blocks if re.search(r"^changed: ", b, re.M))
+
+
+def test_dry_run_on_the_converged_host_changes_nothing(host):
+    result = run_playbook(DEPLOY, args=["--check", "--diff"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert recap(result)["stack-trixie"]["changed"] == 0, changed_tasks(result)
+
+
+def test_a_release_that_goes_unhealthy_is_rolled_back_and_says_so(host):
+    before = container_ids(host)
+    env_before = host.file(f"{ROOT}/app.env").content_string
+    result = run_playbook(DEPLOY, {"app_env": {"REDIS_URL": "redis://127.0.0.1:1/0"}, "app_wait_timeout": 45},
+                          args=["--tags", "app"])
+    assert result.returncode != 0
+    out = " ".join(result.stdout.split())
+    # Compose stops at the first unhealthy container; the report names it and its failing check.
+    assert re.search(r"agent-\S+ is unhealthy; last check exit 1", out), result.stdout[-4000:]
+    assert "GET /ready 503" in out or "redis" in out, result.stdout[-4000:]
+    assert "Rolled back: the previous release 0.1.0 is running again, healthy." in out, result.stdout[-4000:]
+    assert host.file(f"{ROOT}/app.env").content_string == env_before
+    assert not host.run(f"ls {ROOT}/*~ {ROOT}/secrets/*~").stdout.strip(), "backups left behind"
+    assert healthy(host)
+    after = container_ids(host)
+    assert {s for s in after if after[s] != before[s]} >= {"api-1", "api-2"}, "the failed release never started"
+
+
+class Load:
+    """Requests through nginx in a background thread, counting failures."""
+
+    def __init__(self, host):
+        self.host, self.codes, self._stop = host, [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            out = curl(self.host, f"-o /dev/null -w '%{{http_code}} ' https://{NAME}/ready " * 20, check=False)
+            self.codes += out.stdout.split()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join(timeout=60)
+
+
+def test_rotating_every_secret_under_traffic(host):
+    rotated = {
+        "app_secret_key": "rotated-secret-key-0a1b", "app_postgres_password": "rotated-pg-password-2c3d",
+        "app_redis_password": "rotated-redis-password-4e5f", "app_llm_api_key": "rotated-llm-key-6a7b",
+        "app_extra_secrets": {"tracing_token": "rotated-tracing-token-8c9d"},
+    }
+    with Load(host) as load:
+        result = run_playbook(DEPLOY, rotated, args=["--tags", "app"])
+        assert result.returncode == 0, result.stdout[-4000:]
+        assert healthy(host)
+        inside = host.check_output("docker exec agent-api-1 sh -c 'cat /run/secrets/database_password; echo; "
+                                   "cat /run/secrets/redis_password'")
+        assert inside.split() == [rotated["app_postgres_password"], rotated["app_redis_password"]]
+        assert host.run(f"docker exec -e PGPASSWORD={rotated['app_postgres_password']} agent-postgres "
+                        "psql -h 127.0.0.1 -U agent -d agent -tAc 'select 1'").stdout.strip() == "1"
+        back = run_playbook(DEPLOY, args=["--tags", "app"])
+        assert back.returncode == 0, back.stdout[-4000:]
+    failed = [c for c in load.codes if c != "200"]
+    print(f"\n--- rotation of every secret and back under traffic: {len(load.codes)} requests, "
+          f"{len(failed)} not 200 ({sorted(set(failed))})")
+    assert len(load.codes) > 50
+    assert healthy(host)
+    status, _, _ = response(host, f"https://{NAME}/ready")
+    assert status == 200
+
+
+# Last, so the log it reads holds every run of this module.
+def test_secrets_appear_nowhere_but_their_files(host):
+    inspect = host.check_output("docker inspect $(docker ps -aq)")
+    files = host.check_output(f"cat {ROOT}/compose.yaml {ROOT}/app.env {ROOT}/release.json /etc/nginx/vmstack/*.conf")
+    # Every process's environment but PostgreSQL's: the postgres image's
+    # entrypoint (the official one, and the fixture that mimics it) exports
+    # POSTGRES_PASSWORD from its _FILE to the server it starts.
+    postgres = set(host.check_output("docker top agent-postgres -eo pid").split()[1:])
+    pids = [p for p in host.check_output("ls /proc | grep -E '^[0-9]+$'").split() if p not in postgres]
+    environ = host.check_output(f"cd /proc && cat {' '.join(f'{p}/environ' for p in pids)} 2>/dev/null "
+                                "| tr '\\0' '\\n' || true")
+    log = ansible_log()
+    assert "vmstack.deploy.app : Write the secret files" in log
+    for name, value in SECRETS.items():
+        assert value not in inspect, f"{name} in docker inspect"
+        assert value not in files, f"{name} in the project or nginx files"
+        assert value not in environ, f"{name} in a process environment"
+        assert value not in log, f"{name} in the Ansible log"
