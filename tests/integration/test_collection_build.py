@@ -35,6 +35,14 @@ def installed(tmp_path_factory):
     return {"work": work, "tarball": tarballs[0], "env": env, "dest": dest}
 
 
+def run_play(installed, name: str, text: str):
+    """ansible-playbook of a play written outside this checkout, against localhost."""
+    play = installed["work"] / name
+    play.write_text(text)
+    return run(["ansible-playbook", "-i", "localhost,", "-c", "local", str(play)],
+               cwd=installed["work"], env=installed["env"])
+
+
 def test_tarball_leaves_out_tests_and_build_outputs(installed):
     with tarfile.open(installed["tarball"]) as tar:
         names = tar.getnames()
@@ -53,16 +61,12 @@ def test_installed_role_documents_its_arguments(installed):
 def test_playbook_calls_role_by_fqcn(installed):
     """The installed role runs from a playbook elsewhere: argument validation
     (the role's first step) rejects a bad value with the role's own message."""
-    play = installed["work"] / "play.yml"
-    play.write_text(
-        "- hosts: localhost\n"
-        "  gather_facts: false\n"
-        "  roles:\n"
-        "    - role: vmstack.deploy.docker\n"
-        "      docker_install_source: snap\n"
-    )
-    result = run(["ansible-playbook", "-i", "localhost,", "-c", "local", str(play)],
-                 cwd=installed["work"], env=installed["env"])
+    result = run_play(installed, "play.yml",
+                      "- hosts: localhost\n"
+                      "  gather_facts: false\n"
+                      "  roles:\n"
+                      "    - role: vmstack.deploy.docker\n"
+                      "      docker_install_source: snap\n")
     assert result.returncode != 0
     assert "vmstack.deploy.docker" in result.stdout
     assert "docker_install_source" in result.stdout and "snap" in result.stdout
@@ -87,18 +91,14 @@ def test_playbooks_are_callable_by_fqcn(installed, playbook):
 def test_installed_plugins_load(installed):
     """The filter and test plugins the playbooks use resolve from the installed collection,
     and the filter finds the app role's defaults there."""
-    play = installed["work"] / "plugins.yml"
-    play.write_text(
-        "- hosts: localhost\n"
-        "  gather_facts: false\n"
-        "  tasks:\n"
-        "    - ansible.builtin.assert:\n"
-        "        that:\n"
-        "          - \"'vmstack/app:1.0' is vmstack.deploy.pinned_image\"\n"
-        "          - \"'vmstack/app:latest' is not vmstack.deploy.pinned_image\"\n"
-        "          - \"['localhost'] | vmstack.deploy.api_upstreams(hostvars, 'localhost')"
-        " == ['127.0.0.1:8001', '127.0.0.1:8002']\"\n"
-    )
-    result = run(["ansible-playbook", "-i", "localhost,", "-c", "local", str(play)],
-                 cwd=installed["work"], env=installed["env"])
+    result = run_play(installed, "plugins.yml",
+                      "- hosts: localhost\n"
+                      "  gather_facts: false\n"
+                      "  tasks:\n"
+                      "    - ansible.builtin.assert:\n"
+                      "        that:\n"
+                      "          - \"'vmstack/app:1.0' is vmstack.deploy.pinned_image\"\n"
+                      "          - \"'vmstack/app:latest' is not vmstack.deploy.pinned_image\"\n"
+                      "          - \"['localhost'] | vmstack.deploy.api_upstreams(hostvars, 'localhost')"
+                      " == ['127.0.0.1:8001', '127.0.0.1:8002']\"\n")
     assert result.returncode == 0, result.stdout
