@@ -70,11 +70,14 @@ image_current() { # image hash
   [ "$(docker image inspect -f '{{ index .Config.Labels "vmstack.recipe" }}' "$1" 2>/dev/null)" = "$2" ]
 }
 
-# Strip what no container needs from a debootstrapped root: apt lists and
-# caches, documentation, man pages, locales but C.UTF-8.
-slim_rootfs() { # dir
-  rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/* "$1"/usr/share/doc/* \
+# Strip what no container needs from a debootstrapped root: downloaded
+# packages, documentation, man pages, locales but C.UTF-8, and with `lists`
+# the apt lists too. (A VM keeps its lists: emptied, their directory looks
+# freshly updated to apt's cache_valid_time, and nothing could be installed.)
+slim_rootfs() { # dir [lists]
+  rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/usr/share/doc/* \
     "$1"/usr/share/man/* "$1"/usr/share/info/* "$1"/var/cache/debconf/*-old
+  [ "${2:-}" != lists ] || rm -rf "$1"/var/lib/apt/lists/*
   find "$1/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} + 2>/dev/null || true
 }
 
@@ -126,7 +129,7 @@ build_image_base() {
   rootfs=$(mktemp -d /var/tmp/vmstack-rootfs.XXXXXX)
   log "debootstrap bookworm (minbase, python3) -> $tag"
   debootstrap_to bookworm "$rootfs" python3,ca-certificates
-  slim_rootfs "$rootfs"
+  slim_rootfs "$rootfs" lists
   tar -C "$rootfs" -c . | docker import -c 'ENV LANG=C.UTF-8' -c 'CMD ["/bin/bash"]' \
     -c "LABEL vmstack.recipe=$hash" - "$tag" >/dev/null
   rm -rf "$rootfs"

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,53 @@ def test_idle_memory(host):
 
 # --- day two ------------------------------------------------------------------------------
 
+HARDEN = PROJECT_DIR / "playbooks" / "harden.yml"
+LOCKOUTS = {
+    "sources-without-the-controller": ({"harden_firewall_ssh_sources": ["192.0.2.0/24"]},
+                                       "harden_firewall_ssh_sources (192.0.2.0/24) leaves out"),
+    "sudo-off-for-the-login-user": ({"harden_admin_sudo": False}, "harden_admin_sudo=false would take that away"),
+    "sudo-asks-a-password": ({"harden_admin_sudo_nopasswd": False}, "harden_admin_sudo_nopasswd=false"),
+    "admin-renamed": ({"harden_admin_user": "ops"}, "harden_admin_user changes from deploy"),
+    "listen-without-this-address": ({"harden_ssh_listen_addresses": ["127.0.0.1"]}, "the address this run reaches"),
+    "allowusers-through-extra-options": ({"harden_ssh_extra_options": {"AuthenticationMethods": "password"}},
+                                         "sets AuthenticationMethods"),
+}
+
+
+@pytest.fixture(scope="module")
+def lockout_runs(host):
+    """Over SSH as the admin user, every lock-out attempt at once, the host's SSH and sudo state around them."""
+    state = lambda: host.check_output(  # noqa: E731
+        "cat /etc/ssh/sshd_config.d/*.conf /etc/nftables.conf /etc/sudoers.d/* /etc/fail2ban/jail.local | sha256sum")
+    before = state()
+    with ThreadPoolExecutor(max_workers=len(LOCKOUTS)) as pool:
+        futures = {case: pool.submit(run_playbook, HARDEN, extra) for case, (extra, _) in LOCKOUTS.items()}
+        results = {case: future.result() for case, future in futures.items()}
+    return before, state(), results
+
+
+@pytest.mark.parametrize("case", LOCKOUTS)
+def test_lockout_refused_before_any_change(lockout_runs, case):
+    before, after, results = lockout_runs
+    out = " ".join(results[case].stdout.split())
+    assert results[case].returncode != 0, out[-3000:]
+    assert "refusing to change anything" in out and LOCKOUTS[case][1] in out, out[-3000:]
+    assert recap(results[case])["stack-trixie"]["changed"] == 0, out[-3000:]
+    assert after == before, "a refused run changed SSH, sudo or the firewall"
+    # and this connection still logs in and becomes root
+    assert ssh_as_admin("sudo -n true").returncode == 0
+
+def ssh_as_admin(command: str) -> subprocess.CompletedProcess:
+    """A new SSH login as the admin user with the scenario's key, as an operator's next run makes."""
+    inventory = json.loads(subprocess.run(["ansible-inventory", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+                                           "--host", "stack-trixie"], capture_output=True, text=True,
+                                          check=True).stdout)
+    return subprocess.run(["ssh", "-i", inventory["ansible_private_key_file"], "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+                           f"deploy@{inventory['ansible_host']}", command],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
 def changed_tasks(result) -> str:
     """The tasks of a finished run that reported a change, with their diffs."""
     blocks = re.split(r"\n(?=TASK \[|RUNNING HANDLER \[)", result.stdout)
@@ -261,9 +309,13 @@ def changed_tasks(result) -> str:
 
 
 def test_dry_run_on_the_converged_host_changes_nothing(host):
-    result = run_playbook(DEPLOY, args=["--check", "--diff"])
+    """With -vvv, which prints every module's arguments and results: no secret in them either."""
+    result = run_playbook(DEPLOY, args=["--check", "--diff", "-vvv"])
     assert result.returncode == 0, result.stdout[-3000:]
     assert recap(result)["stack-trixie"]["changed"] == 0, changed_tasks(result)
+    assert "ESTABLISH SSH CONNECTION" in result.stdout  # it was verbose
+    for name, value in SECRETS.items():
+        assert value not in result.stdout, f"{name} in the -vvv output of a dry run"
 
 
 def test_a_release_that_goes_unhealthy_is_rolled_back_and_says_so(host):
