@@ -210,8 +210,11 @@ def test_firewall_reload_keeps_docker_rules(host, client):
     if not host.exists("docker"):
         pytest.skip("no Docker on this host")
     tables_before = host.check_output("nft list tables")
-    host.check_output("systemctl reload nftables")
-    host.check_output("systemctl restart nftables")
+    if host.run("ufw status").stdout.startswith("Status: active"):
+        host.check_output("ufw reload")  # rebuilds ufw's chains and DOCKER-USER from after.rules
+    else:
+        host.check_output("systemctl reload nftables")
+        host.check_output("systemctl restart nftables")
     tables_after = host.check_output("nft list tables")
     assert sorted(tables_before.splitlines()) == sorted(tables_after.splitlines())
     assert "table ip nat" in tables_after and "table ip filter" in tables_after

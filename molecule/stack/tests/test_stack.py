@@ -3,6 +3,7 @@ requests through nginx over TLS, the worker, streams, routes and CORS, logs,
 secrets, autoheal, the audits, and day-two operations (a failed release, a
 secret rotation under traffic, a dry run)."""
 
+import functools
 import json
 import os
 import re
@@ -291,13 +292,22 @@ def test_lockout_refused_before_any_change(lockout_runs, case):
     # and this connection still logs in and becomes root
     assert ssh_as_admin("sudo -n true").returncode == 0
 
-def ssh_as_admin(command: str) -> subprocess.CompletedProcess:
+@functools.cache
+def vm_address() -> dict:
+    """The VM's inventory entry. (Without the scenario's log: ansible-inventory would write every host
+    variable, the secrets among them, into the log the leak test reads.)"""
+    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_LOG_PATH"}
+    return json.loads(subprocess.run(["ansible-inventory", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+                                      "--host", "stack-trixie"], capture_output=True, text=True, env=env,
+                                     check=True).stdout)
+
+
+def ssh_as_admin(command: str = "sudo -n true", port: int = 22) -> subprocess.CompletedProcess:
     """A new SSH login as the admin user with the scenario's key, as an operator's next run makes."""
-    inventory = json.loads(subprocess.run(["ansible-inventory", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-                                           "--host", "stack-trixie"], capture_output=True, text=True,
-                                          check=True).stdout)
-    return subprocess.run(["ssh", "-i", inventory["ansible_private_key_file"], "-o", "StrictHostKeyChecking=no",
-                           "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+    inventory = vm_address()
+    return subprocess.run(["ssh", "-p", str(port), "-i", inventory["ansible_private_key_file"],
+                           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                           "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
                            f"deploy@{inventory['ansible_host']}", command],
                           capture_output=True, text=True, timeout=60, check=False)
 
@@ -386,6 +396,45 @@ def test_rotating_every_secret_under_traffic(host):
     assert healthy(host)
     status, _, _ = response(host, f"https://{NAME}/ready")
     assert status == 200
+
+
+def in_vm(command: str) -> str:
+    """A root shell on the VM through the engine, not SSH (for what SSH cannot reach)."""
+    return subprocess.run(["docker", "exec", "stack-trixie", "sh", "-c", command], capture_output=True,
+                          text=True, timeout=120, check=True).stdout
+
+
+def test_moving_the_ssh_port_keeps_the_run_connected_and_closes_the_old_port(host, tmp_path):
+    """22 -> 2222 with sshd as a service, then back 2222 -> 22 with sshd socket-activated (ssh.socket, as
+    Ubuntu 22.10+ has it), each run over SSH on the port it moves away from: the run itself keeps its way in."""
+    assert host.socket("tcp://0.0.0.0:22").is_listening
+    tags = ["--tags", "harden_ssh,harden_firewall"]
+    away = run_playbook(HARDEN, {"harden_ssh_port": 2222}, args=tags)
+    out = " ".join(away.stdout.split())
+    assert away.returncode == 0, out[-3000:]
+    assert "moving SSH from port 22 to 2222" in out
+    assert ssh_as_admin(port=2222).returncode == 0
+    refused = ssh_as_admin(port=22)
+    assert refused.returncode != 0, "port 22 still answers after the move"
+
+    # Socket activation on 2222, as an operator's Ubuntu host would have it, and the inventory's new port
+    # (a second inventory source overrides the first's ansible_port, as an edited inventory would).
+    in_vm("mkdir -p /etc/systemd/system/ssh.socket.d"
+          " && printf '[Socket]\\nListenStream=\\nListenStream=2222\\n' > /etc/systemd/system/ssh.socket.d/00-bed.conf"
+          " && systemctl daemon-reload && systemctl disable --now ssh.service 2>/dev/null"
+          " && systemctl enable --now ssh.socket 2>/dev/null")
+    assert ssh_as_admin(port=2222).returncode == 0
+    moved = tmp_path / "moved.yml"
+    moved.write_text(json.dumps({"all": {"hosts": {"stack-trixie": {"ansible_port": 2222}}}}))
+    back = run_playbook(HARDEN, {"harden_ssh_port": 22}, args=[*tags, "-i", str(moved)])
+    out = " ".join(back.stdout.split())
+    assert back.returncode == 0, out[-3000:]
+    assert "moving SSH from port 2222 to 22" in out
+    assert ssh_as_admin(port=22).returncode == 0
+    assert ssh_as_admin(port=2222).returncode != 0, "port 2222 still answers after the move back"
+    listeners = in_vm("systemctl is-active ssh.socket; ss -Htln")
+    print(f"\n--- after the move back: {' '.join(listeners.split())}")
+    assert listeners.startswith("active") and ":2222 " not in listeners
 
 
 # Last, so the log it reads holds every run of this module.
