@@ -409,6 +409,14 @@ def test_moving_the_ssh_port_keeps_the_run_connected_and_closes_the_old_port(hos
     Ubuntu 22.10+ has it), each run over SSH on the port it moves away from: the run itself keeps its way in."""
     assert host.socket("tcp://0.0.0.0:22").is_listening
     tags = ["--tags", "harden_ssh,harden_firewall"]
+    # The new port does not answer from the controller (as behind a cloud security group): the run stops
+    # with the old port still open and says so.
+    blocked = run_playbook(HARDEN, {"harden_ssh_port": 2222, "harden_ssh_move_connect_port": 2299}, args=tags)
+    out = " ".join(blocked.stdout.split())
+    assert blocked.returncode != 0, out[-3000:]
+    assert "could not log in on 2299" in out and "Port 22 stays open" in out, out[-3000:]
+    assert ssh_as_admin(port=22).returncode == 0, "the old port closed although the new one never answered"
+
     away = run_playbook(HARDEN, {"harden_ssh_port": 2222}, args=tags)
     out = " ".join(away.stdout.split())
     assert away.returncode == 0, out[-3000:]
