@@ -34,6 +34,9 @@ def test_distro_packages_installed(host):
     assert host.package("docker.io").is_installed
     assert host.package("docker-compose").is_installed
     assert not host.package("docker-ce").is_installed
+    # with apt told to skip Recommends (prepare.yml), the client too
+    assert host.package("docker-cli").is_installed
+    assert host.run("docker version --format '{{.Client.Version}}'").rc == 0
 
 
 def test_daemon_json_applied(host):
