@@ -3,7 +3,8 @@
 # fresh Debian machine with root, built here because no registry is reachable.
 #
 #   tests/bed/testbed.sh engine     install docker.io/debootstrap if missing, start dockerd
-#   tests/bed/testbed.sh platforms  + systemd platform images (Debian 12, 13) via debootstrap
+#   tests/bed/testbed.sh platforms  + systemd platform images (Debian 12, 13) via debootstrap,
+#                                   bare and seeded with the packages the role scenarios install
 #   tests/bed/testbed.sh fixtures   + stack images (busybox, postgres, redis, agent-app), saved as tarballs
 #   tests/bed/testbed.sh all        all of the above (default)
 #
@@ -119,6 +120,46 @@ build_platform() { # suite
   log "built $tag"
 }
 
+# Seeded platforms for the role scenarios: the bare image plus the packages
+# the roles and the scenarios' probes install, so a role scenario spends its
+# time on the role and not on apt. The stack and docker scenarios keep the
+# bare images: the install path stays tested from nothing. Each package is
+# left as apt leaves it on a VM (its service enabled), so the roles also meet
+# hosts where a package ran before they configured it.
+SEED_COMMON="sudo openssh-server fail2ban python3-systemd unattended-upgrades auditd libpam-pwquality
+  cracklib-runtime systemd-timesyncd apt-listchanges apt-show-versions debsums libpam-tmpdir needrestart
+  acct sysstat curl openssh-client"
+SEED_trixie="$SEED_COMMON nftables aide aide-common nginx certbot python3-cryptography openssl pebble
+  testssl.sh hey sshpass ssh-audit netcat-openbsd"
+SEED_bookworm="$SEED_COMMON ufw docker.io python3-docker"
+# The docker role installs with apt's default, Recommends included.
+SEED_RECOMMENDS_trixie="docker.io docker-compose python3-requests"
+SEED_RECOMMENDS_bookworm=""
+
+build_seeded() { # suite
+  local suite=$1 tag="vmstack/debian:$1-seeded" packages recommends hash ctx
+  packages="SEED_$suite" && packages=$(echo ${!packages})
+  recommends="SEED_RECOMMENDS_$suite" && recommends=$(echo ${!recommends})
+  hash=$(recipe_hash <(declare -f build_seeded) <(echo "$packages + $recommends") \
+    <(docker image inspect -f '{{.Id}}' "vmstack/debian:$suite"))
+  if image_current "$tag" "$hash"; then log "$tag is cached"; return; fi
+  log "seeding vmstack/debian:$suite with $(wc -w <<<"$packages $recommends") packages -> $tag"
+  ctx=$(mktemp -d)
+  cat >"$ctx/Dockerfile" <<DOCKERFILE
+FROM vmstack/debian:$suite
+RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d \\
+ && apt-get update -qq \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages >/dev/null \\
+ && { [ -z "$recommends" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $recommends >/dev/null; } \\
+ && rm -f /usr/sbin/policy-rc.d /var/cache/apt/archives/*.deb \\
+ && rm -rf /usr/share/doc/* /usr/share/man/*
+LABEL vmstack.recipe=$hash
+DOCKERFILE
+  docker build -q -t "$tag" "$ctx" >/dev/null || { rm -rf "$ctx"; die "seeding $tag failed"; }
+  rm -rf "$ctx"
+  log "built $tag"
+}
+
 # The base of the fixture images (PostgreSQL, Redis, the app): minbase and
 # python3, no systemd. One shared base layer keeps the stack tarball small.
 build_image_base() {
@@ -198,6 +239,8 @@ save_images() { # file tag...
 platforms() {
   build_platform bookworm
   build_platform trixie
+  build_seeded bookworm
+  build_seeded trixie
 }
 
 fixtures() {
