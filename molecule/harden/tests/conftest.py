@@ -19,4 +19,7 @@ def client(request):
 
 @pytest.fixture(scope="session")
 def client_ip(client):
-    return client.check_output("hostname -I").split()[0]
+    """The client's address as the targets see it: its source address towards
+    them (not the first of `hostname -I`, which may be a docker0 bridge)."""
+    target = client.check_output("getent ahostsv4 harden-trixie").split()[0]
+    return client.check_output(f"ip -4 -o route get {target}").split(" src ")[1].split()[0]
