@@ -262,6 +262,28 @@ def test_rate_limit_429_for_a_burst_not_for_normal_traffic(client):
     assert '{"detail":"too many requests"}' in burst
 
 
+# --- testssl.sh (most of a minute: it runs while the read-only tests run) --------------------
+
+TESTSSL = f"testssl --quiet --color 0 --warnings off --add-ca {CA} --jsonfile /tmp/testssl.json {APP}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def testssl_in_the_background(client):
+    """Started before the first test; its test, placed before the tests that
+    renew certificates or re-run the role, waits for the report."""
+    client.check_output("rm -f /tmp/testssl.json /tmp/testssl.out /tmp/testssl.status")
+    client.check_output(f"({TESTSSL} > /tmp/testssl.out 2>&1; echo $? > /tmp/testssl.status) > /dev/null 2>&1 &")
+
+
+def test_testssl_grade_a_plus_on_the_acme_certificate(client):
+    wait_for(lambda: client.file("/tmp/testssl.status").exists, timeout=300, interval=2, what="testssl.sh")
+    findings = json.loads(client.file("/tmp/testssl.json").content_string)
+    rating = {f["id"]: f["finding"] for f in findings if f["id"] in ("overall_grade", "final_score")}
+    caps = [f["finding"] for f in findings if f["id"].startswith("grade_cap")]
+    print(f"testssl.sh {APP}: {rating} caps={caps}")
+    assert rating.get("overall_grade") == "A+", (rating, caps, client.file("/tmp/testssl.out").content_string[-3000:])
+
+
 # --- ACME renewal ----------------------------------------------------------------------------
 
 def test_renewal_timer_and_dry_run(proxy):
@@ -287,18 +309,6 @@ def test_forced_renewal_reloads_without_dropping_a_stream(proxy, client):
     assert stream["end"] > 0.7  # it was open while certbot renewed and the hook reloaded
     assert serial() != before
     assert proxy.check_output("cat /run/nginx.pid") == master  # reloaded, not restarted
-
-
-# --- testssl.sh ------------------------------------------------------------------------------
-
-def test_testssl_grade_a_plus_on_the_acme_certificate(client):
-    client.run("rm -f /tmp/testssl.json")
-    run = client.run(f"testssl --quiet --color 0 --warnings off --add-ca {CA} --jsonfile /tmp/testssl.json {APP}")
-    findings = json.loads(client.file("/tmp/testssl.json").content_string)
-    rating = {f["id"]: f["finding"] for f in findings if f["id"] in ("overall_grade", "final_score")}
-    caps = [f["finding"] for f in findings if f["id"].startswith("grade_cap")]
-    print(f"testssl.sh {APP}: {rating} caps={caps}")
-    assert rating.get("overall_grade") == "A+", (rating, caps, run.stdout[-3000:])
 
 
 # --- sslyze (on the controller: it is pip-only) --------------------------------------------------
@@ -338,54 +348,72 @@ def test_bad_input_fails_early_and_leaves_nginx_alone(proxy, changes, message):
     assert "BEGIN" not in result.stdout.split("Check each site")[-1]  # no key material in the failure
 
 
-def test_config_rejected_by_nginx_never_goes_live(proxy, client):
-    before = live_state(proxy)
-    result = run_role("nginx-trixie", "nginx",
-                      {"nginx_sites": sites(agent={"extra_config": "no_such_directive on;"})})
+def fingerprint(client, pem: str = "") -> str:
+    source = (f"echo {shlex.quote(pem)}" if pem else
+              "openssl s_client -connect ops.vmstack.test:443 -servername ops.vmstack.test </dev/null 2>/dev/null")
+    return client.check_output(f"{source} | openssl x509 -noout -fingerprint -sha256")
+
+
+def new_ops_certificate(directory: Path) -> Path:
+    """A new self-signed certificate for the provided site, on the key other.key."""
+    cert = directory / "ops-new.crt"
+    subprocess.run(["openssl", "req", "-x509", "-key", str(TLS_DIR / "other.key"), "-days", "30",
+                    "-subj", "/CN=ops.vmstack.test", "-addext", "subjectAltName=DNS:ops.vmstack.test",
+                    "-out", str(cert)], check=True, capture_output=True)
+    return cert
+
+
+def test_config_rejected_by_nginx_never_goes_live(proxy, client, tmp_path):
+    """A run that nginx -t rejects, and that also brings a new certificate for another site: neither the
+    configuration nor the certificate goes live, not even for an nginx started afresh."""
+    before, served = live_state(proxy), fingerprint(client)
+    result = run_role("nginx-trixie", "nginx", {"nginx_sites": sites(
+        agent={"extra_config": "no_such_directive on;"},
+        ops={"tls_cert": new_ops_certificate(tmp_path).read_text(), "tls_key": (TLS_DIR / "other.key").read_text()})})
     assert result.returncode != 0
     assert "nginx -t rejected the staged configuration" in result.stdout, result.stdout[-3000:]
     assert "no_such_directive" in result.stdout
     assert live_state(proxy) == before  # same files, same master, same workers: no reload
     assert json.loads(curl(client, f"{APP}/health")) == {"status": "ok"}
+    proxy.check_output("systemctl restart nginx")  # what a reboot would load
+    assert fingerprint(client) == served, "the rejected run's certificate went live"
 
 
-def test_a_rotated_provided_certificate_is_served_after_a_reload_under_traffic(proxy, client, tmp_path):
-    """A new certificate and key for the provided site: served at once, by a reload (same master), while a
-    client keeps requesting that site without one failure."""
-    def fingerprint(pem: str = "") -> str:
-        source = (f"echo {shlex.quote(pem)}" if pem else
-                  "openssl s_client -connect ops.vmstack.test:443 -servername ops.vmstack.test </dev/null 2>/dev/null")
-        return client.check_output(f"{source} | openssl x509 -noout -fingerprint -sha256")
-    new_cert = tmp_path / "ops-new.crt"
-    subprocess.run(["openssl", "req", "-x509", "-key", str(TLS_DIR / "other.key"), "-days", "30",
-                    "-subj", "/CN=ops.vmstack.test", "-addext", "subjectAltName=DNS:ops.vmstack.test",
-                    "-out", str(new_cert)], check=True, capture_output=True)
-    before, master = fingerprint(), proxy.check_output("cat /run/nginx.pid")
+@pytest.fixture(scope="module")
+def day_two(proxy, client, tmp_path_factory):
+    """One re-run of the role with two day-two changes, while a client keeps requesting the provided site:
+    a new certificate and key for that site, and one replica of the internal site marked down."""
+    new_cert = new_ops_certificate(tmp_path_factory.mktemp("tls"))
+    before, master = fingerprint(client), proxy.check_output("cat /run/nginx.pid")
     client.check_output("rm -f /tmp/rotation-stop /tmp/rotation-codes; (while [ ! -e /tmp/rotation-stop ]; do"
                         " curl -sk -o /dev/null -w '%{http_code}\\n' https://ops.vmstack.test/health"
                         " >> /tmp/rotation-codes; sleep 0.2; done > /dev/null 2>&1 &)")
     result = run_role("nginx-trixie", "nginx", {"nginx_sites": sites(
-        ops={"tls_cert": new_cert.read_text(), "tls_key": (TLS_DIR / "other.key").read_text()})})
+        ops={"tls_cert": new_cert.read_text(), "tls_key": (TLS_DIR / "other.key").read_text()},
+        internal={"upstreams_down": ["127.0.0.1:8002"]})})
     time.sleep(1)
     client.check_output("touch /tmp/rotation-stop; sleep 0.5")
     codes = client.check_output("cat /tmp/rotation-codes").split()
     assert result.returncode == 0, result.stdout[-3000:]
-    assert (TLS_DIR / "other.key").read_text().splitlines()[1] not in result.stdout  # the key is never printed
-    served = fingerprint()
-    assert served != before and served == fingerprint(new_cert.read_text())
-    assert proxy.check_output("cat /run/nginx.pid") == master  # reloaded, not restarted
+    return {"result": result, "before": before, "master": master, "codes": codes, "new_cert": new_cert}
+
+
+def test_a_rotated_provided_certificate_is_served_after_a_reload_under_traffic(proxy, client, day_two):
+    """The new certificate and key are served at once, by a reload (same master), while the client's
+    requests to that site never fail."""
+    assert (TLS_DIR / "other.key").read_text().splitlines()[1] not in day_two["result"].stdout  # never printed
+    served = fingerprint(client)
+    assert served != day_two["before"] and served == fingerprint(client, day_two["new_cert"].read_text())
+    assert proxy.check_output("cat /run/nginx.pid") == day_two["master"]  # reloaded, not restarted
+    codes = day_two["codes"]
     print(f"\n--- certificate rotation: {len(codes)} requests to the site, {codes.count('200')} answered 200")
     assert len(codes) > 10 and set(codes) == {"200"}, codes
 
 
-def test_down_flag_drains_a_replica(proxy, client):
-    result = run_role("nginx-trixie", "nginx",
-                      {"nginx_sites": sites(internal={"upstreams_down": ["127.0.0.1:8002"]})})
-    assert result.returncode == 0, result.stdout[-3000:]
+def test_down_flag_drains_a_replica(proxy, client, day_two):
     assert "127.0.0.1:8002 max_fails=3 fail_timeout=10s down;" in site_section(proxy, "internal")
     marker = uuid.uuid4().hex
     client.check_output(f"for i in $(seq 6); do curl -sk -o /dev/null -H \"X-Request-ID: {marker}-$i\" "
                         f"{INTERNAL}/health; done")
     assert {access_log(proxy, f"{marker}-{i}")["upstream_addr"] for i in range(1, 7)} == {"127.0.0.1:8001"}
-    # Last test of the scenario: the instances are destroyed next, no need to undo.
-
+    # Last tests of the scenario: the instances are destroyed next, no need to undo.
