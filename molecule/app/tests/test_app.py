@@ -94,21 +94,6 @@ def test_setting_change_recreates_only_app_services(host):
     assert "LOG_LEVEL=DEBUG" in host.file(f"{ROOT}/app.env").content_string
 
 
-def test_image_change_recreates_app_services_and_keeps_previous_release(host):
-    host.check_output("docker tag vmstack/agent-app:0.1.0 vmstack/agent-app:0.1.1")
-    before = container_ids(host)
-    result = run_role(host.backend.get_hostname(), "app",
-                      {"app_image": "vmstack/agent-app:0.1.1", "app_log_level": "DEBUG"})
-    assert result.returncode == 0, result.stdout[-3000:]
-    after = container_ids(host)
-    assert {s for s in after if after[s] != before[s]} == APP_SERVICES
-    assert json.loads(host.file(f"{ROOT}/release.json").content_string)["release"]["version"] == "0.1.1"
-    previous = json.loads(host.file(f"{ROOT}/release.previous.json").content_string)
-    assert previous["release"]["image"] == "vmstack/agent-app:0.1.0"
-    # back to the converged state for the tests after this one
-    assert run_role(host.backend.get_hostname(), "app", {}).returncode == 0
-
-
 def test_failed_migration_keeps_the_running_release(host):
     before = container_ids(host)
     env_before = host.file(f"{ROOT}/app.env").content_string
@@ -202,6 +187,20 @@ def test_bad_input_leaves_the_stack_alone(bad_input_runs, case):
 
 
 # Last in the file, so the log it reads holds every role run of this module.
+def test_image_change_recreates_app_services_and_keeps_previous_release(host):
+    host.check_output("docker tag vmstack/agent-app:0.1.0 vmstack/agent-app:0.1.1")
+    before = container_ids(host)
+    result = run_role(host.backend.get_hostname(), "app",
+                      {"app_image": "vmstack/agent-app:0.1.1", "app_log_level": "DEBUG"})
+    assert result.returncode == 0, result.stdout[-3000:]
+    after = container_ids(host)
+    assert {s for s in after if after[s] != before[s]} == APP_SERVICES
+    assert json.loads(host.file(f"{ROOT}/release.json").content_string)["release"]["version"] == "0.1.1"
+    previous = json.loads(host.file(f"{ROOT}/release.previous.json").content_string)
+    assert previous["release"]["image"] == "vmstack/agent-app:0.1.0"
+    # (late in the module: the tests after it do not need release 0.1.0 back)
+
+
 def test_secrets_appear_nowhere_else(host):
     inspect = host.check_output("docker inspect $(docker ps -aq)")
     files = host.check_output(f"cat {ROOT}/compose.yaml {ROOT}/app.env {ROOT}/release.json")
