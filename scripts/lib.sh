@@ -53,6 +53,12 @@ host_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# pip, quiet, less its notes about this machine's missing local indexes.
+quiet_pip() {
+  "$1" "${@:2}" -q --disable-pip-version-check 2>&1 | { grep -v "neither a file nor a directory" || true; } >&2
+  return "${PIPESTATUS[0]}"
+}
+
 # The controller tooling, pinned, in a virtualenv.
 tooling() {
   local stamp="$VENV/.requirements.sha256" want
@@ -64,4 +70,39 @@ tooling() {
   fi
   export PATH="$VENV/bin:$PATH"
   ansible --version | sed -n 1p
+}
+
+# The lowest declared dependencies (tests/lowest): ansible-core in its own
+# virtualenv, each collection at its floor, extracted from the `ansible`
+# package on PyPI that bundles that exact version (Galaxy is out of reach).
+LOWEST=$ROOT/build/lowest
+lowest_tooling() {
+  local stamp="$LOWEST/.recipe.sha256" want name version bundle
+  want=$(cat "$ROOT/tests/lowest/requirements.txt" "$ROOT/tests/lowest/collections.txt" | sha256sum | cut -d' ' -f1)
+  [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
+  rm -rf "$LOWEST" && mkdir -p "$LOWEST/wheels" "$LOWEST/collections" &&
+    python3 -m venv "$LOWEST/venv" &&
+    quiet_pip "$LOWEST/venv/bin/pip" install -r "$ROOT/tests/lowest/requirements.txt" || return 1
+  while read -r name version bundle; do
+    case $name in ''|'#'*) continue ;; esac
+    [ -s "$LOWEST/wheels/ansible-$bundle-py3-none-any.whl" ] ||
+      quiet_pip "$LOWEST/venv/bin/pip" download --no-deps -d "$LOWEST/wheels" "ansible==$bundle" || return 1
+    python3 - "$LOWEST/wheels/ansible-$bundle-py3-none-any.whl" "$name" "$version" "$LOWEST/collections" <<'PY' || return 1
+import json, sys, zipfile
+wheel, name, version, dest = sys.argv[1:]
+prefix = "ansible_collections/" + name.replace(".", "/") + "/"
+with zipfile.ZipFile(wheel) as bundle:
+    got = json.loads(bundle.read(prefix + "MANIFEST.json"))["collection_info"]["version"]
+    if got != version:
+        sys.exit(f"{wheel} bundles {name} {got}, not {version}")
+    bundle.extractall(dest, [n for n in bundle.namelist() if n.startswith(prefix)])
+PY
+  done <"$ROOT/tests/lowest/collections.txt"
+  echo "$want" >"$stamp"
+}
+
+# Run CMD with the lowest tooling and collections first on the paths.
+with_lowest() {
+  PATH="$LOWEST/venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$ROOT/tests/collections:$LOWEST/collections" \
+    VMSTACK_LOWEST_COLLECTIONS=":$LOWEST/collections" "$@"
 }
