@@ -111,7 +111,9 @@ def test_failed_migration_keeps_the_running_release(host):
 
 def test_managed_database_renders_no_postgres(host):
     """A second project against an "external" PostgreSQL (a container outside
-    the project, reached over the VM's address) renders no postgres service."""
+    the project, reached over the VM's address) renders no postgres service.
+    Its Redis starts without a password; a second run turns one on while the
+    project runs, and the apps keep reaching Redis with it."""
     gateway = host.check_output("ip -4 -o addr show docker0 | awk '{print $4}' | cut -d/ -f1")
     host.run("docker rm -f extdb")
     host.check_output("docker run -d --name extdb -p 15432:5432 -e POSTGRES_USER=ext -e POSTGRES_DB=ext "
@@ -119,12 +121,14 @@ def test_managed_database_renders_no_postgres(host):
     try:
         wait_for(lambda: host.run("docker exec extdb pg_isready -h 127.0.0.1 -U ext").rc == 0,
                  timeout=60, what="the external database")
-        result = run_role(host.backend.get_hostname(), "app", {
+        project = {
             "app_name": "agentx", "app_user": "agent", "app_api_ports": [8101, 8102], "app_worker_enabled": False,
-            "app_beat_host": "none", "app_data_volumes": [],
+            "app_beat_host": "none", "app_data_volumes": [], "app_redis_password": "",
             "app_database_url": f"postgresql://ext:ext-secret-5c2@{gateway}:15432/ext",
-        })
+        }
+        result = run_role(host.backend.get_hostname(), "app", project)
         assert result.returncode == 0, result.stdout[-3000:]
+        assert host.check_output("docker exec agentx-redis redis-cli ping") == "PONG"  # no password yet
         services = host.check_output("docker compose --project-directory /opt/agentx config --services").split()
         assert "postgres" not in services and "redis" in services
         status, body = http(host, "POST", "http://127.0.0.1:8101/v1/agent/invoke", {"input": "external db"})
@@ -138,6 +142,14 @@ def test_managed_database_renders_no_postgres(host):
         inspect = host.check_output("docker inspect $(docker ps -q --filter label=com.docker.compose.project=agentx)")
         assert "ext-secret-5c2" not in inspect
         assert "ext-secret-5c2" not in host.check_output("cat /opt/agentx/compose.yaml /opt/agentx/app.env")
+        # Turning the Redis password on, on the running project.
+        result = run_role(host.backend.get_hostname(), "app", {**project, "app_redis_password": "turned-on-7e3f"})
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert "NOAUTH" in host.run("docker exec agentx-redis redis-cli ping").stdout
+        assert host.check_output("docker exec agentx-redis redis-cli -a turned-on-7e3f --no-auth-warning ping") == "PONG"
+        for port in (8101, 8102):
+            status, body = http(host, "GET", f"http://127.0.0.1:{port}/ready")
+            assert status == 200, body
     finally:
         host.run("docker compose --project-directory /opt/agentx down -v --remove-orphans")
         host.run("docker rm -f extdb && rm -rf /opt/agentx && systemctl disable --now vmstack-autoheal-agentx")
