@@ -65,7 +65,7 @@ tooling() {
   want=$(sha256sum "$ROOT/requirements-dev.txt" | cut -d' ' -f1)
   if [ ! -x "$VENV/bin/ansible-playbook" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     python3 -m venv "$VENV" &&
-      "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements-dev.txt" &&
+      quiet_pip "$VENV/bin/pip" install -r "$ROOT/requirements-dev.txt" &&
       echo "$want" >"$stamp" || return 1
   fi
   export PATH="$VENV/bin:$PATH"
