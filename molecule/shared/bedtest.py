@@ -54,6 +54,46 @@ def run_role(host: str, role: str, role_vars: dict, *, check: bool = False,
         return run_playbook(playbook, role_vars, args=["--check"] if check else [], timeout=timeout)
 
 
+def run_cases(host: str, cases: dict[str, dict], *, role: str | None = None, playbook: str | Path | None = None,
+              timeout: int = 600) -> dict[str, str]:
+    """Run a role (`vmstack.deploy.<role>`) or a playbook once for several
+    inputs that must each be refused: every case becomes an alias of `host`
+    in a second inventory (the same connection and groups, the case's vars as
+    its host vars), so one ansible-playbook process runs them all side by
+    side instead of one process per case. Returns case -> the output Ansible
+    printed for that alias (its task results and its recap line)."""
+    import yaml  # (molecule's dependency; only the scenarios import bedtest)
+
+    with open(os.environ["MOLECULE_INVENTORY_FILE"], encoding="utf-8") as handle:
+        inventory = yaml.safe_load(handle)
+    groups = [name for name, group in (inventory["all"].get("children") or {}).items()
+              if host in ((group or {}).get("hosts") or {})]
+    connection = dict(inventory["all"]["hosts"][host] or {})
+    connection.setdefault("ansible_host", host)
+    aliases = {f"{host}-{case}": {**connection, **case_vars} for case, case_vars in cases.items()}
+    extra = {"all": {"children": {group: {"hosts": aliases} for group in groups or ["ungrouped"]}}}
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "cases.yml").write_text(json.dumps(extra))
+        if playbook is None:
+            playbook = Path(tmp, "play.yml")
+            playbook.write_text(json.dumps([{"name": f"Run {role}", "hosts": "all", "gather_facts": True,
+                                             "become": True, "roles": [{"role": f"vmstack.deploy.{role}"}]}]))
+        result = run_playbook(playbook, args=["-i", str(Path(tmp, "cases.yml")), "--limit", ",".join(aliases),
+                                              "--forks", str(len(aliases))], timeout=timeout)
+    lines = result.stdout.splitlines()
+    out = {}
+    for case in cases:
+        alias = re.escape(f"{host}-{case}")
+        own, keep = [], False
+        for line in lines:
+            if re.match(r"^(ok|changed|fatal|failed|skipping|included|TASK|PLAY|RUNNING)\b", line):
+                keep = re.search(rf"\[{alias}\]", line) is not None
+            if keep or re.match(rf"^{alias}\s+:", line):
+                own.append(line)
+        out[case] = "\n".join(own)
+    return out
+
+
 def recap(result: subprocess.CompletedProcess) -> dict:
     """host -> {ok, changed, failed, ...} from a finished run's PLAY RECAP."""
     counts = {}

@@ -5,11 +5,10 @@ import json
 import re
 import shlex
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import bedtest
-from bedtest import run_role, wait_for
+from bedtest import run_cases, run_role, wait_for
 
 ROOT = "/opt/agent"
 SECRETS = {
@@ -179,22 +178,24 @@ BAD_INPUT = [
 
 @pytest.fixture(scope="module")
 def bad_input_runs(host):
-    """Every bad-input run at once, the stack's state taken before and after them all."""
+    """Every bad-input case in one run (each an alias of the host with its own
+    vars), the stack's state taken before and after them all."""
     files = f"{ROOT}/compose.yaml {ROOT}/app.env {SECRET_FILES}/*"
     state = lambda: (container_ids(host), host.check_output(f"sha256sum {files}"))  # noqa: E731
     before = state()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda case: run_role(host.backend.get_hostname(), "app", case[0]), BAD_INPUT))
-    return before, state(), results
+    outputs = run_cases(host.backend.get_hostname(),
+                        {str(case): role_vars for case, (role_vars, _) in enumerate(BAD_INPUT)}, role="app")
+    return before, state(), outputs
 
 
 @pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[m.split()[0] for _, m in BAD_INPUT])
-def test_bad_input_leaves_the_stack_alone(bad_input_runs, case):
-    before, after, results = bad_input_runs
-    result, message = results[case], BAD_INPUT[case][1]
-    assert result.returncode != 0
-    assert message in " ".join(result.stdout.split()), result.stdout[-3000:]
-    assert re.search(r"changed=0 ", result.stdout), result.stdout[-3000:]
+def test_bad_input_leaves_the_stack_alone(host, bad_input_runs, case):
+    before, after, outputs = bad_input_runs
+    output, message = outputs[str(case)], BAD_INPUT[case][1]
+    alias = re.escape(f"{host.backend.get_hostname()}-{case}")
+    assert re.search(rf"^(fatal|failed): \[{alias}\]", output, re.M), output[-3000:]
+    assert message in " ".join(output.split()), output[-3000:]
+    assert re.search(rf"^{alias}\s*:.*changed=0 .*failed=1", output, re.M), output[-3000:]
     assert after == before, "a refused run changed a container or a file"
 
 
