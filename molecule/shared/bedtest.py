@@ -38,19 +38,19 @@ def run_playbook(playbook: str | Path, extra_vars: dict | None = None, *, args: 
                               text=True, timeout=timeout, check=False)
 
 
+def role_playbook(directory: Path, role: str, hosts: str) -> Path:
+    """A one-play playbook in `directory` that runs `vmstack.deploy.<role>` on `hosts`."""
+    playbook = directory / "play.yml"
+    playbook.write_text(json.dumps([{"name": f"Run {role}", "hosts": hosts, "gather_facts": True,
+                                     "become": True, "roles": [{"role": f"vmstack.deploy.{role}"}]}]))
+    return playbook
+
+
 def run_role(host: str, role: str, role_vars: dict, *, check: bool = False,
              timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `vmstack.deploy.<role>` against one Molecule instance with vars."""
-    play = [{
-        "name": f"Run {role}",
-        "hosts": host,
-        "gather_facts": True,
-        "become": True,
-        "roles": [{"role": f"vmstack.deploy.{role}"}],
-    }]
     with tempfile.TemporaryDirectory() as tmp:
-        playbook = Path(tmp, "play.yml")
-        playbook.write_text(json.dumps(play))
+        playbook = role_playbook(Path(tmp), role, host)
         return run_playbook(playbook, role_vars, args=["--check"] if check else [], timeout=timeout)
 
 
@@ -75,9 +75,7 @@ def run_cases(host: str, cases: dict[str, dict], *, role: str | None = None, pla
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "cases.yml").write_text(json.dumps(extra))
         if playbook is None:
-            playbook = Path(tmp, "play.yml")
-            playbook.write_text(json.dumps([{"name": f"Run {role}", "hosts": "all", "gather_facts": True,
-                                             "become": True, "roles": [{"role": f"vmstack.deploy.{role}"}]}]))
+            playbook = role_playbook(Path(tmp), role, "all")
         result = run_playbook(playbook, args=["-i", str(Path(tmp, "cases.yml")), "--limit", ",".join(aliases),
                                               "--forks", str(len(aliases))], timeout=timeout)
     lines = result.stdout.splitlines()
