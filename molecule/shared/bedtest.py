@@ -29,6 +29,7 @@ def run_playbook(playbook: str | Path, extra_vars: dict | None = None, *, args: 
     env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(PROJECT_DIR / "tests" / "collections"))
     env["ANSIBLE_CONFIG"] = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "") + "/ansible.cfg"
     env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"  # (molecule sets it for its own runs; the outputs here are parsed)
     with tempfile.TemporaryDirectory() as tmp:
         extra = Path(tmp, "vars.json")
         extra.write_text(json.dumps(extra_vars or {}))
@@ -57,11 +58,20 @@ def run_role(host: str, role: str, role_vars: dict, *, check: bool = False,
 def run_cases(host: str, cases: dict[str, dict], *, role: str | None = None, playbook: str | Path | None = None,
               timeout: int = 600) -> dict[str, str]:
     """Run a role (`vmstack.deploy.<role>`) or a playbook once for several
-    inputs that must each be refused: every case becomes an alias of `host`
-    in a second inventory (the same connection and groups, the case's vars as
-    its host vars), so one ansible-playbook process runs them all side by
-    side instead of one process per case. Returns case -> the output Ansible
-    printed for that alias (its task results and its recap line)."""
+    inputs that must each be refused, side by side (run_aliases). Returns
+    case -> the output Ansible printed for that alias."""
+    return run_aliases(host, cases, role=role, playbook=playbook, timeout=timeout)[1]
+
+
+def run_aliases(host: str, cases: dict[str, dict], *, role: str | None = None, playbook: str | Path | None = None,
+                timeout: int = 600) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    """Run a role (`vmstack.deploy.<role>`) or a playbook once for several
+    inputs: every case becomes an alias `<host>-<case>` of `host` in a second
+    inventory (the same connection and groups, the case's vars as its host
+    vars, in the order given), so one ansible-playbook process runs them all
+    side by side, as it runs several hosts, instead of one process per case.
+    Returns the finished run and case -> the output Ansible printed for that
+    alias (its task results and its recap line)."""
     import yaml  # (molecule's dependency; only the scenarios import bedtest)
 
     with open(os.environ["MOLECULE_INVENTORY_FILE"], encoding="utf-8") as handle:
@@ -89,7 +99,7 @@ def run_cases(host: str, cases: dict[str, dict], *, role: str | None = None, pla
             if keep or re.match(rf"^{alias}\s+:", line):
                 own.append(line)
         out[case] = "\n".join(own)
-    return out
+    return result, out
 
 
 def recap(result: subprocess.CompletedProcess) -> dict:

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 import bedtest
-from bedtest import run_cases, run_role, wait_for
+from bedtest import run_aliases, run_cases, run_role, wait_for
 
 ROOT = "/opt/agent"
 SECRETS = {
@@ -108,24 +108,35 @@ def test_failed_migration_keeps_the_running_release(host):
     assert status == 200
 
 
-def test_managed_database_renders_no_postgres(host):
-    """A second project against an "external" PostgreSQL (a container outside
-    the project, reached over the VM's address) renders no postgres service.
-    Its Redis starts without a password; a second run turns one on while the
-    project runs, and the apps keep reaching Redis with it."""
+def test_managed_database_shared_by_two_hosts(host):
+    """Two projects against one "external" PostgreSQL (a container outside
+    them, reached over the VM's address), deployed as two hosts of one run
+    (aliases of the VM): neither renders a postgres service. agentx's Redis
+    starts without a password and a second run turns one on while it runs.
+    Then a release whose migrations fail on the shared database (made
+    read-only) stops on both hosts: the first one, which migrates, rolls back,
+    and the second never starts the new release against the old schema."""
     gateway = host.check_output("ip -4 -o addr show docker0 | awk '{print $4}' | cut -d/ -f1")
     host.run("docker rm -f extdb")
     host.check_output("docker run -d --name extdb -p 15432:5432 -e POSTGRES_USER=ext -e POSTGRES_DB=ext "
                       "-e POSTGRES_PASSWORD=ext-secret-5c2 vmstack/postgres:15")
+    vm = host.backend.get_hostname()
+    common = {"app_user": "agent", "app_api_replicas": 1, "app_worker_enabled": False, "app_beat_host": "none", "app_data_volumes": [],
+              "app_redis_password": "", "app_database_url": f"postgresql://ext:ext-secret-5c2@{gateway}:15432/ext"}
+    projects = {"x": {**common, "app_name": "agentx", "app_api_ports": [8101]},
+                "y": {**common, "app_name": "agenty", "app_api_ports": [8201]}}
+
+    def deploy(**changes):
+        result, outputs = run_aliases(vm, {k: {**v, **changes.get(k, {})} for k, v in projects.items()}, role="app")
+        return result, {k: " ".join(out.split()) for k, out in outputs.items()}
+
+    def extdb(sql: str) -> str:
+        return host.check_output(f"docker exec extdb psql -U ext -d ext -tAc {shlex.quote(sql)}").strip()
+
     try:
         wait_for(lambda: host.run("docker exec extdb pg_isready -h 127.0.0.1 -U ext").rc == 0,
                  timeout=60, what="the external database")
-        project = {
-            "app_name": "agentx", "app_user": "agent", "app_api_ports": [8101, 8102], "app_worker_enabled": False,
-            "app_beat_host": "none", "app_data_volumes": [], "app_redis_password": "",
-            "app_database_url": f"postgresql://ext:ext-secret-5c2@{gateway}:15432/ext",
-        }
-        result = run_role(host.backend.get_hostname(), "app", project)
+        result, _ = deploy()
         assert result.returncode == 0, result.stdout[-3000:]
         assert host.check_output("docker exec agentx-redis redis-cli ping") == "PONG"  # no password yet
         services = host.check_output("docker compose --project-directory /opt/agentx config --services").split()
@@ -133,26 +144,44 @@ def test_managed_database_renders_no_postgres(host):
         status, body = http(host, "POST", "http://127.0.0.1:8101/v1/agent/invoke", {"input": "external db"})
         assert status == 200, body
         run_id = json.loads(body)["run_id"]
-        rows = host.check_output(f"docker exec extdb psql -U ext -d ext -tAc "
-                                 f"\"select count(*) from agent_runs where id = '{run_id}'\"")
-        assert rows.strip() == "1"
+        assert extdb(f"select count(*) from agent_runs where id = '{run_id}'") == "1"
         # The URL (it holds the password) is a 0400 file, in no config and no container's environment.
         assert host.file("/opt/agentx/secrets/database_url").mode == 0o400
         inspect = host.check_output("docker inspect $(docker ps -q --filter label=com.docker.compose.project=agentx)")
         assert "ext-secret-5c2" not in inspect
         assert "ext-secret-5c2" not in host.check_output("cat /opt/agentx/compose.yaml /opt/agentx/app.env")
         # Turning the Redis password on, on the running project.
-        result = run_role(host.backend.get_hostname(), "app", {**project, "app_redis_password": "turned-on-7e3f"})
+        result, _ = deploy(x={"app_redis_password": "turned-on-7e3f"})
         assert result.returncode == 0, result.stdout[-3000:]
         assert "NOAUTH" in host.run("docker exec agentx-redis redis-cli ping").stdout
         assert host.check_output("docker exec agentx-redis redis-cli -a turned-on-7e3f --no-auth-warning ping") == "PONG"
-        for port in (8101, 8102):
+        for port in (8101, 8201):
+            status, body = http(host, "GET", f"http://127.0.0.1:{port}/ready")
+            assert status == 200, body
+
+        # A release whose migrations fail on the shared database.
+        projects["x"]["app_redis_password"] = "turned-on-7e3f"
+        before = {p: (host.check_output(f"docker ps -q --filter label=com.docker.compose.project={p} | sort"),
+                      host.file(f"/opt/{p}/release.json").content_string) for p in ("agentx", "agenty")}
+        extdb("alter database ext set default_transaction_read_only = on")
+        result, out = deploy(x={"app_log_level": "DEBUG"}, y={"app_log_level": "DEBUG"})
+        assert result.returncode != 0
+        assert "read-only transaction" in out["x"] and "Rolled back: the previous release" in out["x"], out["x"][-3000:]
+        # (had it migrated itself, it would say "migrations failed (exit 1)" as the first host does)
+        assert f"migrations failed on {vm}-x (the shared database); this host keeps its release" in out["y"], \
+            out["y"][-3000:]
+        after = {p: (host.check_output(f"docker ps -q --filter label=com.docker.compose.project={p} | sort"),
+                     host.file(f"/opt/{p}/release.json").content_string) for p in ("agentx", "agenty")}
+        assert after == before, "a host started the release whose migrations failed"
+        assert "LOG_LEVEL=DEBUG" not in host.file("/opt/agenty/app.env").content_string
+        for port in (8101, 8201):
             status, body = http(host, "GET", f"http://127.0.0.1:{port}/ready")
             assert status == 200, body
     finally:
-        host.run("docker compose --project-directory /opt/agentx down -v --remove-orphans")
-        host.run("docker rm -f extdb && rm -rf /opt/agentx && systemctl disable --now vmstack-autoheal-agentx")
-
+        host.run("docker rm -f extdb")
+        for project in ("agentx", "agenty"):
+            host.run(f"docker compose --project-directory /opt/{project} down -v --remove-orphans; rm -rf /opt/{project};"
+                     f" systemctl disable --now vmstack-autoheal-{project}")
 
 
 ROTATED = {"app_secret_key": "rotated-but-refused-9d8c"}

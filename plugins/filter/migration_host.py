@@ -1,0 +1,62 @@
+# Copyright: vmstack.deploy maintainers
+# Apache License 2.0 (see LICENSE)
+"""Which app host of the play runs a database's schema migrations (the app role)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: migration_host
+short_description: The one host of the play that runs a database's schema migrations
+version_added: 0.3.0
+description:
+  - Hosts that run their own PostgreSQL (no C(app_database_url)) each migrate their own database.
+  - Hosts that share a managed database (the same C(app_database_url)) migrate it once, from the first of them in
+    the play; the others wait for that result and stop their release when it failed.
+  - Hosts on different managed databases each have their own first host. A host with its own database never takes
+    a shared database's migrations away from the hosts that use it.
+options:
+  _input:
+    description: The hosts of the play (C(ansible_play_hosts)), in order.
+    type: list
+    elements: str
+    required: true
+  hostvars:
+    description: C(hostvars).
+    type: dict
+    required: true
+  host:
+    description: The host asking (C(inventory_hostname)).
+    type: str
+    required: true
+"""
+
+EXAMPLES = r"""
+__app_migration_host: "{{ ansible_play_hosts | vmstack.deploy.migration_host(hostvars, inventory_hostname) }}"
+"""
+
+RETURN = r"""
+_value:
+  description: The first host of the play that migrates the same database as O(host); O(host) itself when none.
+  type: str
+"""
+
+
+def _database(hostvars, host):
+    url = str(hostvars[host].get("app_database_url") or "")
+    return ("managed", url) if url else ("own", host)
+
+
+def migration_host(play_hosts, hostvars, host):
+    """The first host in play_hosts that migrates the same database as host (host itself when it runs its own)."""
+    mine = _database(hostvars, host)
+    for other in play_hosts or []:
+        if _database(hostvars, other) == mine:
+            return other
+    return host
+
+
+class FilterModule:
+    """Ansible filter plugins."""
+
+    def filters(self):
+        return {"migration_host": migration_host}
