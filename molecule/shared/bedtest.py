@@ -18,9 +18,11 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 def run_playbook(playbook: str | Path, extra_vars: dict | None = None, *, args: list[str] | None = None,
-                 timeout: int = 900) -> subprocess.CompletedProcess:
+                 strategy: str | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """ansible-playbook PLAYBOOK against the scenario's inventory, as the
-    scenario's own steps run it (its ansible.cfg, its log), with extra vars.
+    scenario's own steps run it (its ansible.cfg, its log), with extra vars;
+    `strategy` overrides the scenario's (e.g. "mitogen_linear", the opt-in
+    documented in inventories/example/ansible.cfg).
 
     Returns the finished process (stdout and stderr merged) without raising,
     so tests can assert on failures and their messages.
@@ -30,6 +32,8 @@ def run_playbook(playbook: str | Path, extra_vars: dict | None = None, *, args: 
     env["ANSIBLE_CONFIG"] = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "") + "/ansible.cfg"
     env["ANSIBLE_NOCOLOR"] = "1"
     env["ANSIBLE_FORCE_COLOR"] = "0"  # (molecule sets it for its own runs; the outputs here are parsed)
+    if strategy:
+        env["ANSIBLE_STRATEGY"] = strategy
     with tempfile.TemporaryDirectory() as tmp:
         extra = Path(tmp, "vars.json")
         extra.write_text(json.dumps(extra_vars or {}))
