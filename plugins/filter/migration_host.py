@@ -7,13 +7,16 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: migration_host
 short_description: The one host of the play that runs a database's schema migrations
-version_added: 0.3.0
+version_added: 0.2.0
 description:
-  - Hosts that run their own PostgreSQL (no C(app_database_url)) each migrate their own database.
-  - Hosts that share a managed database (the same C(app_database_url)) migrate it once, from the first of them in
-    the play; the others wait for that result and stop their release when it failed.
+  - Each host says which database it migrates in the fact C(__app_database_id) (the app role sets it from the
+    host's own variables, role parameters included): empty for a host that runs its own PostgreSQL, an ID of
+    C(app_database_url) (a hash: no credentials in facts) for a managed one.
+  - Hosts that run their own PostgreSQL each migrate their own database.
+  - Hosts that share a managed database (the same ID) migrate it once, from the first of them in the play; the others
+    wait for that result and stop their release when it failed.
   - Hosts on different managed databases each have their own first host. A host with its own database never takes
-    a shared database's migrations away from the hosts that use it.
+    a shared database's migrations away from the hosts that use it. A host without the fact runs its own.
 options:
   _input:
     description: The hosts of the play (C(ansible_play_hosts)), in order.
@@ -42,8 +45,8 @@ _value:
 
 
 def _database(hostvars, host):
-    url = str(hostvars[host].get("app_database_url") or "")
-    return ("managed", url) if url else ("own", host)
+    database = str(hostvars[host].get("__app_database_id") or "")
+    return ("managed", database) if database else ("own", host)
 
 
 def migration_host(play_hosts, hostvars, host):

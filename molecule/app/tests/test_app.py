@@ -125,8 +125,9 @@ def test_managed_database_shared_by_two_hosts(host):
         result, _ = deploy()
         assert result.returncode == 0, result.stdout[-3000:]
         assert host.check_output("docker exec agentx-redis redis-cli ping") == "PONG"  # no password yet
-        services = host.check_output("docker compose --project-directory /opt/agentx config --services").split()
-        assert "postgres" not in services and "redis" in services
+        for project in ("agentx", "agenty"):
+            services = host.check_output(f"docker compose --project-directory /opt/{project} config --services").split()
+            assert "postgres" not in services and "redis" in services, project
         status, body = http(host, "POST", "http://127.0.0.1:8101/v1/agent/invoke", {"input": "external db"})
         assert status == 200, body
         run_id = json.loads(body)["run_id"]
@@ -160,15 +161,16 @@ def test_managed_database_shared_by_two_hosts(host):
         # Both keep their containers, their release record and their settings, and no backup is left behind.
         assert {p: state(p) for p in ("agentx", "agenty")} == before, "a host started the release whose migrations failed"
         assert "LOG_LEVEL=DEBUG" not in before["agenty"][2]
-        assert not host.run("ls /opt/agentx/*~ /opt/agenty/*~").stdout.strip(), "configuration backups left behind"
+        assert not host.run("ls /opt/agent[xy]/*~ /opt/agent[xy]/secrets/*~").stdout.strip(), "backups left behind"
         for port in (8101, 8201):
             status, body = http(host, "GET", f"http://127.0.0.1:{port}/ready")
             assert status == 200, body
     finally:
         host.run("docker rm -f extdb")
         for project in ("agentx", "agenty"):
-            host.run(f"docker compose --project-directory /opt/{project} down -v --remove-orphans; rm -rf /opt/{project};"
-                     f" systemctl disable --now vmstack-autoheal-{project}")
+            host.run(f"systemctl disable --now vmstack-autoheal-{project};"
+                     f" rm -f /etc/systemd/system/vmstack-autoheal-{project}.service && systemctl daemon-reload;"
+                     f" docker compose --project-directory /opt/{project} down -v --remove-orphans; rm -rf /opt/{project}")
 
 
 ROTATED = {"app_secret_key": "rotated-but-refused-9d8c"}

@@ -2,8 +2,9 @@
 package installed beside Ansible (requirements-dev.txt, tests/lowest).
 
 Mitogen keeps one Python interpreter per target for the whole run instead of
-starting one per task: on the test bed a task costs about a tenth of what it
-costs with the `linear` strategy over `docker exec` (docs/benchmarks.md).
+starting one per task: on the test bed a simple task costs a fifth to a tenth
+of what it costs with the `linear` strategy over `docker exec`, a no-op run of
+the harden role about half (docs/benchmarks.md).
 The modules that run are the same; the `stack` scenario keeps `linear` over
 SSH, the way operators run the playbook by default.
 
