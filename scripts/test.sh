@@ -45,14 +45,17 @@ bed() { bash tests/bed/testbed.sh all; }
 collection() { pytest -c tests/pytest.ini -q tests/integration; }
 
 # One scenario: `molecule test`, its output through phase_times.py, which
-# times each action for the report (build/timings/SCENARIO.json).
+# times each action for the report (build/timings/SCENARIO.json). Its stdin
+# is its own /dev/null: an ssh client that inherits stdin makes the open file
+# non-blocking, and every ansible-playbook sharing it (the other lane's
+# scenario) would then refuse to start.
 molecule_one() {
   local run=()
   if grep -qwF -- "$1" <<<"$LOWEST_SCENARIOS"; then
     run=(with_lowest)
     echo "($1 runs with the lowest declared dependencies: $(with_lowest ansible --version | sed -n 1p))"
   fi
-  "${run[@]}" molecule test -s "$1" 2>&1 | python3 tests/bed/phase_times.py record "$ROOT/build/timings/$1.json"
+  "${run[@]}" molecule test -s "$1" </dev/null 2>&1 | python3 tests/bed/phase_times.py record "$ROOT/build/timings/$1.json"
 }
 
 # The scenarios, longest first (what runs in parallel lanes starts with the

@@ -39,8 +39,8 @@ def run_playbook(playbook: str | Path, extra_vars: dict | None = None, *, args: 
         extra.write_text(json.dumps(extra_vars or {}))
         cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook),
                "-e", f"@{extra}", *(args or [])]
-        return subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=timeout, check=False)
+        return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
 
 
 def role_playbook(directory: Path, role: str, hosts: str) -> Path:

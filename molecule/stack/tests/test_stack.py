@@ -314,7 +314,7 @@ def ssh_as_admin(command: str = "sudo -n true", port: int = 22) -> subprocess.Co
                            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
                            f"deploy@{inventory['ansible_host']}", command],
-                          capture_output=True, text=True, timeout=60, check=False)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
 
 
 def changed_tasks(result) -> str:
