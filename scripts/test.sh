@@ -46,9 +46,9 @@ collection() { pytest -c tests/pytest.ini -q tests/integration; }
 
 # One scenario: `molecule test`, its output through phase_times.py, which
 # times each action for the report (build/timings/SCENARIO.json). Its stdin
-# is its own /dev/null: an ssh client that inherits stdin makes the open file
-# non-blocking, and every ansible-playbook sharing it (the other lane's
-# scenario) would then refuse to start.
+# is its own /dev/null: while an ssh client that inherited stdin runs, the
+# open file is non-blocking, and an ansible-playbook sharing it (the other
+# lane's scenario) refuses to start.
 molecule_one() {
   local run=()
   if grep -qwF -- "$1" <<<"$LOWEST_SCENARIOS"; then
