@@ -98,10 +98,12 @@ def test_managed_database_shared_by_two_hosts(host):
     them, reached over the VM's address), deployed as two hosts of one run
     (aliases of the VM): neither renders a postgres service. agentx's Redis
     starts without a password and a second run turns one on while it runs.
-    Then a release whose migrations fail on the shared database (made
-    read-only) stops on both hosts: the first one, which migrates, says why
-    and keeps its running release, settings and containers, and the second
-    never starts the new release against the old schema."""
+    Two hosts of the database with different images are refused before any
+    change. Then a release whose migrations fail on the shared database (made
+    read-only, and named with other options by the second host) stops on
+    both hosts: the first one, which migrates, says why and keeps its running
+    release, settings and containers, and the second never starts the new
+    release against the old schema."""
     gateway = host.check_output("ip -4 -o addr show docker0 | awk '{print $4}' | cut -d/ -f1")
     host.run("docker rm -f extdb")
     host.check_output("docker run -d --name extdb -p 15432:5432 -e POSTGRES_USER=ext -e POSTGRES_DB=ext "
@@ -146,13 +148,24 @@ def test_managed_database_shared_by_two_hosts(host):
             status, body = http(host, "GET", f"http://127.0.0.1:{port}/ready")
             assert status == 200, body
 
-        # A release whose migrations fail on the shared database.
         projects["x"]["app_redis_password"] = "turned-on-7e3f"
         state = lambda p: (host.check_output(f"docker ps -q --filter label=com.docker.compose.project={p} | sort"),  # noqa: E731
                            host.file(f"/opt/{p}/release.json").content_string, host.file(f"/opt/{p}/app.env").content_string)
         before = {p: state(p) for p in ("agentx", "agenty")}
+        # Hosts of one database with different images: refused before anything changes, naming the
+        # database by its servers and name only.
+        result, out = deploy(y={"app_image": "vmstack/agent-app:0.2.0", "app_log_level": "DEBUG"})
+        assert result.returncode != 0
+        assert (f"but other hosts that share its database {gateway}:15432/ext deploy vmstack/agent-app:0.2.0 ({vm}-y)"
+                in out["x"]), out["x"][-3000:]
+        assert "ext-secret-5c2" not in result.stdout
+        assert {p: state(p) for p in ("agentx", "agenty")} == before
+
+        # A release whose migrations fail on the shared database, which y names in other words
+        # (options in its URL): still one database, migrated by x alone.
         extdb("alter database ext set default_transaction_read_only = on")
-        result, out = deploy(x={"app_log_level": "DEBUG"}, y={"app_log_level": "DEBUG"})
+        result, out = deploy(x={"app_log_level": "DEBUG"},
+                             y={"app_log_level": "DEBUG", "app_database_url": common["app_database_url"] + "?sslmode=disable"})
         assert result.returncode != 0
         assert "read-only transaction" in out["x"] and "Rolled back: the previous release" in out["x"], out["x"][-3000:]
         # (had it migrated itself, it would say "migrations failed (exit 1)" as the first host does)
@@ -186,6 +199,8 @@ BAD_INPUT = [
     ({"app_extra_secrets": {"Bad-Name": "x"}}, "app_extra_secrets names must be"),
     ({"app_extra_services": {"web": {"image": "vmstack/busybox:1", "port": 80, "host_port": 8001}}},
      "no API replica or other service uses"),
+    # (the message does not show the value: it holds a password)
+    ({"app_database_url": "ext:url-secret-4d1@db.example:5432/ext"}, "app_database_url is not a PostgreSQL URL"),
     # Passes every assert, fails `docker compose config`: refused before any live file changes,
     # even with a new secret in the same run.
     ({"app_resources": {"api": {"memory": "lots", "cpus": "1.0"}, "worker": {"memory": "320m", "cpus": "1.0"},
@@ -215,6 +230,7 @@ def test_bad_input_leaves_the_stack_alone(host, bad_input_runs, case):
     assert message in " ".join(output.split()), output[-3000:]
     assert re.search(rf"^{alias}\s*:.*changed=0 .*failed=1", output, re.M), output[-3000:]
     assert after == before, "a refused run changed a container or a file"
+    assert "url-secret-4d1" not in output
 
 
 # Last in the file, so the log it reads holds every role run of this module.

@@ -4,7 +4,7 @@ import pytest
 
 from ansible_collections.vmstack.deploy.plugins.filter.migration_host import FilterModule, migration_host
 
-SHARED = "3f5e0c"  # (the role sets a hash of app_database_url)
+SHARED = "10.0.0.5:5432/agent"  # (the role sets vmstack.deploy.database_id of app_database_url)
 
 
 @pytest.mark.parametrize("play_hosts, hostvars, host, expected", [
