@@ -34,6 +34,11 @@ def run_playbook(playbook: str | Path, extra_vars: dict | None = None, *, args: 
     env["ANSIBLE_FORCE_COLOR"] = "0"  # (molecule sets it for its own runs; the outputs here are parsed)
     if strategy:
         env["ANSIBLE_STRATEGY"] = strategy
+    if strategy and strategy.startswith("mitogen"):
+        # Loaded as inventories/example/ansible.cfg tells operators to: from the installed
+        # package's own strategy directory (the role scenarios load it through tests/bed/strategy).
+        import ansible_mitogen  # pylint: disable=import-outside-toplevel
+        env["ANSIBLE_STRATEGY_PLUGINS"] = str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy")
     with tempfile.TemporaryDirectory() as tmp:
         extra = Path(tmp, "vars.json")
         extra.write_text(json.dumps(extra_vars or {}))
