@@ -73,33 +73,39 @@ def run_cases(host: str, cases: dict[str, dict], *, role: str | None = None, pla
 
 
 def run_aliases(host: str, cases: dict[str, dict], *, role: str | None = None, playbook: str | Path | None = None,
+                groups: list[str] | None = None, only: list[str] | None = None,
                 timeout: int = 600) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
     """Run a role (`vmstack.deploy.<role>`) or a playbook once for several
     inputs: every case becomes an alias `<host>-<case>` of `host` in a second
     inventory (the same connection and groups, the case's vars as its host
     vars, in the order given), so one ansible-playbook process runs them all
     side by side, as it runs several hosts, instead of one process per case.
+    `groups` puts the aliases in these groups instead of the host's; `only`
+    runs these cases (`--limit`), the others staying in the inventory.
     Returns the finished run and case -> the output Ansible printed for that
     alias (its task results and its recap line)."""
     import yaml  # (molecule's dependency; only the scenarios import bedtest)
 
     with open(os.environ["MOLECULE_INVENTORY_FILE"], encoding="utf-8") as handle:
         inventory = yaml.safe_load(handle)
-    groups = [name for name, group in (inventory["all"].get("children") or {}).items()
-              if host in ((group or {}).get("hosts") or {})]
+    if groups is None:
+        groups = [name for name, group in (inventory["all"].get("children") or {}).items()
+                  if host in ((group or {}).get("hosts") or {})]
     connection = dict(inventory["all"]["hosts"][host] or {})
     connection.setdefault("ansible_host", host)
     aliases = {f"{host}-{case}": {**connection, **case_vars} for case, case_vars in cases.items()}
     extra = {"all": {"children": {group: {"hosts": aliases} for group in groups or ["ungrouped"]}}}
+    run = [case for case in cases if only is None or case in only]
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "cases.yml").write_text(json.dumps(extra))
         if playbook is None:
             playbook = role_playbook(Path(tmp), role, "all")
-        result = run_playbook(playbook, args=["-i", str(Path(tmp, "cases.yml")), "--limit", ",".join(aliases),
-                                              "--forks", str(len(aliases))], timeout=timeout)
+        result = run_playbook(playbook, args=["-i", str(Path(tmp, "cases.yml")),
+                                              "--limit", ",".join(f"{host}-{case}" for case in run),
+                                              "--forks", str(len(run))], timeout=timeout)
     lines = result.stdout.splitlines()
     out = {}
-    for case in cases:
+    for case in run:
         alias = re.escape(f"{host}-{case}")
         own, keep = [], False
         for line in lines:

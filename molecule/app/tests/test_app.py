@@ -95,8 +95,10 @@ def test_setting_change_recreates_only_app_services(host):
 
 def test_managed_database_shared_by_two_hosts(host):
     """Two projects against one "external" PostgreSQL (a container outside
-    them, reached over the VM's address), deployed as two hosts of one run
-    (aliases of the VM): neither renders a postgres service. agentx's Redis
+    them, reached over the VM's address), deployed as two hosts of the group
+    app (aliases of the VM): neither renders a postgres service, and Celery
+    beat runs on the first host only, also when --limit deploys the second
+    alone. agentx's Redis
     starts without a password and a second run turns one on while it runs.
     Two hosts of the database with different images are refused before any
     change. Then a release whose migrations fail on the shared database (made
@@ -109,14 +111,19 @@ def test_managed_database_shared_by_two_hosts(host):
     host.check_output("docker run -d --name extdb -p 15432:5432 -e POSTGRES_USER=ext -e POSTGRES_DB=ext "
                       "-e POSTGRES_PASSWORD=ext-secret-5c2 vmstack/postgres:15")
     vm = host.backend.get_hostname()
-    common = {"app_user": "agent", "app_api_replicas": 1, "app_worker_enabled": False, "app_beat_host": "none", "app_data_volumes": [],
+    common = {"app_user": "agent", "app_api_replicas": 1, "app_worker_enabled": False, "app_data_volumes": [],
               "app_redis_password": "", "app_database_url": f"postgresql://ext:ext-secret-5c2@{gateway}:15432/ext"}
     projects = {"x": {**common, "app_name": "agentx", "app_api_ports": [8101]},
                 "y": {**common, "app_name": "agenty", "app_api_ports": [8201]}}
 
-    def deploy(**changes):
-        result, outputs = run_aliases(vm, {k: {**v, **changes.get(k, {})} for k, v in projects.items()}, role="app")
+    def deploy(only=None, **changes):
+        result, outputs = run_aliases(vm, {k: {**v, **changes.get(k, {})} for k, v in projects.items()}, role="app",
+                                      groups=["app"], only=only)
         return result, {k: " ".join(out.split()) for k, out in outputs.items()}
+
+    def beats():
+        names = host.check_output("docker ps --format '{{.Names}}'").split()
+        return sorted(n for n in names if n in ("agentx-beat", "agenty-beat"))
 
     def extdb(sql: str) -> str:
         return host.check_output(f"docker exec extdb psql -U ext -d ext -tAc {shlex.quote(sql)}").strip()
@@ -124,8 +131,14 @@ def test_managed_database_shared_by_two_hosts(host):
     try:
         wait_for(lambda: host.run("docker exec extdb pg_isready -h 127.0.0.1 -U ext").rc == 0,
                  timeout=60, what="the external database")
+        # y first, alone (--limit): beat stays with x, the first host of the group app, which is
+        # not in the run; then both, and x starts it: one beat in the inventory.
+        result, _ = deploy(only=["y"])
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert beats() == [], "y, deployed alone under --limit, started a beat"
         result, _ = deploy()
         assert result.returncode == 0, result.stdout[-3000:]
+        assert beats() == ["agentx-beat"]
         assert host.check_output("docker exec agentx-redis redis-cli ping") == "PONG"  # no password yet
         for project in ("agentx", "agenty"):
             services = host.check_output(f"docker compose --project-directory /opt/{project} config --services").split()
@@ -149,7 +162,9 @@ def test_managed_database_shared_by_two_hosts(host):
             assert status == 200, body
 
         projects["x"]["app_redis_password"] = "turned-on-7e3f"
-        state = lambda p: (host.check_output(f"docker ps -q --filter label=com.docker.compose.project={p} | sort"),  # noqa: E731
+        # (each container's start time too: a restart keeps its ID)
+        state = lambda p: (host.check_output("docker inspect -f '{{.Id}} {{.State.StartedAt}}' "  # noqa: E731
+                                             f"$(docker ps -q --filter label=com.docker.compose.project={p}) | sort"),
                            host.file(f"/opt/{p}/release.json").content_string, host.file(f"/opt/{p}/app.env").content_string)
         before = {p: state(p) for p in ("agentx", "agenty")}
         # Hosts of one database with different images: refused before anything changes, naming the
@@ -171,7 +186,8 @@ def test_managed_database_shared_by_two_hosts(host):
         # (had it migrated itself, it would say "migrations failed (exit 1)" as the first host does)
         assert f"migrations failed on {vm}-x (the shared database); this host keeps its release" in out["y"], \
             out["y"][-3000:]
-        # Both keep their containers, their release record and their settings, and no backup is left behind.
+        # Both keep their containers (none restarted: y's URL file is put back, but its running API never
+        # mounted the new one), their release record and their settings, and no backup is left behind.
         assert {p: state(p) for p in ("agentx", "agenty")} == before, "a host started the release whose migrations failed"
         assert "LOG_LEVEL=DEBUG" not in before["agenty"][2]
         assert not host.run("ls /opt/agent[xy]/*~ /opt/agent[xy]/secrets/*~").stdout.strip(), "backups left behind"
