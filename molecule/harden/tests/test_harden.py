@@ -161,19 +161,23 @@ def past_the_rate_limit(host, client_ip):
                 host.run(f"nft delete rule inet vmstack_harden input handle {handle}")
 
 
+# --skip-rate-test: the audit runs past the role's connection rate limit (tested on
+# its own below), so its DHEat connection-rate probe measures nothing the role sets;
+# and ssh-audit 3.3.0's probe crashes now and then (BlockingIOError in dheat.py, seen
+# in a CI run), after the audit's results are printed.
 def test_ssh_audit_no_fail_no_warn(host, client, client_ip):
     reset_guards(host, client_ip)
     with past_the_rate_limit(host, client_ip):
-        result = client.run(f"ssh-audit --no-colors {name(host)}")
+        result = client.run(f"ssh-audit --no-colors --skip-rate-test {name(host)}")
     print(f"\n--- ssh-audit {name(host)} ---\n{result.stdout}")
     assert "(kex)" in result.stdout, result.stdout + result.stderr
-    assert "exception" not in result.stdout
+    assert "exception" not in result.stdout and "Traceback" not in result.stdout + result.stderr
     flagged = [line for line in result.stdout.splitlines() if "[fail]" in line or "[warn]" in line]
     assert flagged == []
     if "OpenSSH_9.2" in result.stdout:
         reset_guards(host, client_ip)
         with past_the_rate_limit(host, client_ip):
-            policy = client.run(f"ssh-audit --no-colors -P 'Hardened Debian 12 (version 2)' {name(host)}")
+            policy = client.run(f"ssh-audit --no-colors --skip-rate-test -P 'Hardened Debian 12 (version 2)' {name(host)}")
         print(policy.stdout)
         assert "Result: ✔ Passed" in policy.stdout or "Passed" in policy.stdout, policy.stdout
 
