@@ -23,13 +23,13 @@ description:
     parameters, the name from C(dbname); without a name it is the user's, as libpq does. The URL is read as libpq
     reads it: the credentials end at the first C(@) before any C(/), so a password with C(?) or C(#) in it never
     reaches the ID."
-  - An empty URL, or one that connects to the host itself (a Unix socket: no server, or a C(host) that is a
+  - "An empty URL, or one that connects to the host itself (a Unix socket: no server, or a C(host) that is a
     directory; C(localhost), loopback and unspecified addresses, C(host.docker.internal)), gives an empty ID, which
-    is no database shared with other hosts.
-  - What the URL cannot tell is left to the caller (the app role's C(app_database_id)): one server reached under
+    is no database shared with other hosts."
+  - "What the URL cannot tell is left to the caller (the app role's C(app_database_id)): one server reached under
     several names (a private and a public address, a local proxy) gets several IDs, and an address that means
     another machine on each host (a Docker bridge's gateway reaching each host's own PostgreSQL) or one database
-    whose apps are kept apart by schema or user gets one.
+    whose apps are kept apart by schema or user gets one."
   - A value that is not a C(postgresql://) or C(postgres://) URL (with an optional C(+driver)) is refused; the
     message does not show it, since it holds a password.
 options:

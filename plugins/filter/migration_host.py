@@ -9,10 +9,10 @@ name: migration_host
 short_description: The one host of the play that runs a database's schema migrations
 version_added: 0.2.0
 description:
-  - Each host says which database it migrates in the fact C(__app_database_id) (the app role sets it from the
+  - "Each host says which database it migrates in the fact C(__app_database_id) (the app role sets it from the
     host's own variables, role parameters included): empty for a host that runs its own PostgreSQL, the managed
     database's servers, port and name for a managed one (the filter C(vmstack.deploy.database_id), or
-    C(app_database_id)).
+    C(app_database_id))."
   - Hosts that run their own PostgreSQL each migrate their own database.
   - Hosts that share a managed database (the same ID) migrate it once, from the first of them in the play; the others
     wait for that result and stop their release when it failed.

@@ -23,7 +23,7 @@ description:
     ports from C(app_api_port_base), with the app role's defaults) on the address the load balancer reaches them at.
   - On the load balancer's own host that is loopback; on another host it is C(app_api_bind_address) when that is a
     concrete address, else C(vmstack_private_address), else C(ansible_host), else the host's name.
-  - A remote app host whose API is published on loopback only cannot be reached: that is an error naming the host.
+  - "A remote app host whose API is published on loopback only cannot be reached: that is an error naming the host."
 options:
   _input:
     description: The app hosts (C(groups['app'])).
