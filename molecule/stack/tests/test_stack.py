@@ -37,6 +37,7 @@ LYNIS_TARGET = 85
 # port move run Ansible's default strategy, as an operator who does not opt in.
 MITOGEN = "mitogen_linear"
 ROTATED: dict = {}  # the values test_rotating_every_secret_under_traffic put in place
+REFUSED_KEY = "refused-release-key-2b7d"  # the secret of the release that is rolled back
 
 
 def curl(host, args: str, check: bool = True):
@@ -324,9 +325,10 @@ def changed_tasks(result) -> str:
 
 
 def test_dry_run_on_the_converged_host_changes_nothing(host):
-    """deploy.yml --check --diff -vvv, run by later.yml while the converged
-    stack idled: nothing to change, and with -vvv, which prints every
-    module's arguments and results, no secret in its output either."""
+    """deploy.yml --check --diff -vvv, run by later.yml right after converge
+    (the scenario's re-run at once; the idempotence step runs after the
+    wait): nothing to change, and with -vvv, which prints every module's
+    arguments and results, no secret in its output either."""
     output = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "dry-run-vvv.log").read_text()
     result = subprocess.CompletedProcess([], 0, stdout=output)
     assert output.rstrip().endswith("exit status 0"), output[-3000:]
@@ -339,7 +341,12 @@ def test_dry_run_on_the_converged_host_changes_nothing(host):
 def test_a_release_that_goes_unhealthy_is_rolled_back_and_says_so(host):
     before = container_ids(host)
     env_before = host.file(f"{ROOT}/app.env").content_string
-    result = run_playbook(DEPLOY, {"app_env": {"REDIS_URL": "redis://127.0.0.1:1/0"}, "app_wait_timeout": 45},
+    services = ("api-1", "api-2", "worker", "beat")
+    key = lambda service: host.check_output(f"docker exec agent-{service} cat /run/secrets/app_secret_key")  # noqa: E731
+    keys_before = {service: key(service) for service in services}
+    # (with a new secret too: the replicas that started with it must get the old one back)
+    result = run_playbook(DEPLOY, {"app_env": {"REDIS_URL": "redis://127.0.0.1:1/0"}, "app_wait_timeout": 45,
+                                   "app_secret_key": REFUSED_KEY},
                           args=["--tags", "app", "-vvv"], strategy=MITOGEN)
     assert result.returncode != 0
     # verbose, and through Mitogen's connection, not Ansible's ssh plugin
@@ -350,6 +357,7 @@ def test_a_release_that_goes_unhealthy_is_rolled_back_and_says_so(host):
     assert "GET /ready 503" in out or "redis" in out, result.stdout[-4000:]
     assert "Rolled back: the previous release 0.1.0 is running again, healthy." in out, result.stdout[-4000:]
     assert host.file(f"{ROOT}/app.env").content_string == env_before
+    assert {service: key(service) for service in services} == keys_before, "a service kept the refused release's secret"
     assert not host.run(f"ls {ROOT}/*~ {ROOT}/secrets/*~").stdout.strip(), "backups left behind"
     assert healthy(host)
     after = container_ids(host)
@@ -474,7 +482,7 @@ def test_secrets_appear_nowhere_but_their_files(host):
     assert "vmstack.deploy.app : Write the secret files" in log
     rotated = {f"rotated {k}": v for k, v in ROTATED.items() if isinstance(v, str)}
     rotated.update({f"rotated {k}": v for k, v in ROTATED.get("app_extra_secrets", {}).items()})
-    for name, value in {**SECRETS, **rotated}.items():
+    for name, value in {**SECRETS, **rotated, "the rolled-back release's key": REFUSED_KEY}.items():
         assert value not in inspect, f"{name} in docker inspect"
         assert value not in files, f"{name} in the project or nginx files"
         assert value not in environ, f"{name} in a process environment"
