@@ -344,9 +344,10 @@ def test_a_release_that_goes_unhealthy_is_rolled_back_and_says_so(host):
     services = ("api-1", "api-2", "worker", "beat")
     key = lambda service: host.check_output(f"docker exec agent-{service} cat /run/secrets/app_secret_key")  # noqa: E731
     keys_before = {service: key(service) for service in services}
-    # (with a new secret too: the replicas that started with it must get the old one back)
+    # (with a new secret too: the replicas that started with it must get the old one back; and a
+    # third replica, which the rollback removes and must not try to restart)
     result = run_playbook(DEPLOY, {"app_env": {"REDIS_URL": "redis://127.0.0.1:1/0"}, "app_wait_timeout": 45,
-                                   "app_secret_key": REFUSED_KEY},
+                                   "app_secret_key": REFUSED_KEY, "app_api_replicas": 3},
                           args=["--tags", "app", "-vvv"], strategy=MITOGEN)
     assert result.returncode != 0
     # verbose, and through Mitogen's connection, not Ansible's ssh plugin
@@ -358,6 +359,7 @@ def test_a_release_that_goes_unhealthy_is_rolled_back_and_says_so(host):
     assert "Rolled back: the previous release 0.1.0 is running again, healthy." in out, result.stdout[-4000:]
     assert host.file(f"{ROOT}/app.env").content_string == env_before
     assert {service: key(service) for service in services} == keys_before, "a service kept the refused release's secret"
+    assert "api-3" not in container_ids(host), "the failed release's extra replica outlived the rollback"
     assert not host.run(f"ls {ROOT}/*~ {ROOT}/secrets/*~").stdout.strip(), "backups left behind"
     assert healthy(host)
     after = container_ids(host)
