@@ -428,6 +428,35 @@ def in_vm(command: str) -> str:
                           text=True, timeout=120, check=True).stdout
 
 
+def task_results(output: str) -> dict:
+    """task name -> the result lines Ansible printed under it (ok:, changed:, skipping: ...)."""
+    results = {}
+    for block in output.split("\nTASK [")[1:]:
+        name, _, rest = block.partition("]")
+        results[name] = re.findall(r"^(ok|changed|skipping|failed|fatal): ", rest, re.M)
+    return results
+
+
+def test_a_file_changed_by_hand_is_put_back_and_the_others_are_not_written(host):
+    """The harden role looks up its files once and writes only those that differ in content, mode or
+    owner: a banner edited by hand and a drop-in whose mode was loosened are put back; the files that
+    still hold what the role writes cost no module run."""
+    modprobe = "/etc/modprobe.d/vmstack-harden.conf"
+    in_vm(f"echo 'edited by hand' >> /etc/issue.net && chmod 0666 {modprobe}")
+    result = run_playbook(HARDEN, args=["--tags", "harden_system,harden_journald"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "edited by hand" not in host.file("/etc/issue.net").content_string
+    assert host.file(modprobe).mode == 0o644
+    results = task_results(result.stdout)
+    banners = "vmstack.deploy.harden : Write the legal banners (BANN-7126, BANN-7130, CIS 1.7)"
+    assert sorted(results[banners]) == ["changed", "skipping"], results[banners]  # issue.net, not issue
+    untouched = [name for name in results if re.search(
+        r"Configure journald|Require strong passwords|Disable core dumps|Stop systemd-coredump|umask", name)]
+    assert len(untouched) == 5 and all(results[name] == ["skipping"] for name in untouched), \
+        {name: results[name] for name in untouched}
+    assert recap(result)["stack-trixie"]["changed"] == 2
+
+
 def test_moving_the_ssh_port_keeps_the_run_connected_and_closes_the_old_port(host, tmp_path):
     """22 -> 2222 with sshd as a service, then back 2222 -> 22 with sshd socket-activated (ssh.socket, as
     Ubuntu 22.10+ has it), each run over SSH on the port it moves away from: the run itself keeps its way in."""
