@@ -98,8 +98,8 @@ def test_managed_database_shared_by_two_hosts(host):
     them, reached over the VM's address), deployed as two hosts of the group
     app (aliases of the VM): neither renders a postgres service, and Celery
     beat runs on the first host only, also when --limit deploys the second
-    alone. agentx's Redis
-    starts without a password and a second run turns one on while it runs.
+    alone. Both Redis servers start without a password; that run of the
+    second alone turns its password on while it runs.
     Two hosts of the database with different images are refused before any
     change. Then a release whose migrations fail on the shared database (made
     read-only, and named with other options by the second host) stops on
@@ -131,15 +131,11 @@ def test_managed_database_shared_by_two_hosts(host):
     try:
         wait_for(lambda: host.run("docker exec extdb pg_isready -h 127.0.0.1 -U ext").rc == 0,
                  timeout=60, what="the external database")
-        # y first, alone (--limit): beat stays with x, the first host of the group app, which is
-        # not in the run; then both, and x starts it: one beat in the inventory.
-        result, _ = deploy(only=["y"])
-        assert result.returncode == 0, result.stdout[-3000:]
-        assert beats() == [], "y, deployed alone under --limit, started a beat"
+        # Both: x, the first host of the group app, starts beat: one beat in the inventory.
         result, _ = deploy()
         assert result.returncode == 0, result.stdout[-3000:]
         assert beats() == ["agentx-beat"]
-        assert host.check_output("docker exec agentx-redis redis-cli ping") == "PONG"  # no password yet
+        assert host.check_output("docker exec agenty-redis redis-cli ping") == "PONG"  # no password yet
         for project in ("agentx", "agenty"):
             services = host.check_output(f"docker compose --project-directory /opt/{project} config --services").split()
             assert "postgres" not in services and "redis" in services, project
@@ -152,16 +148,18 @@ def test_managed_database_shared_by_two_hosts(host):
         inspect = host.check_output("docker inspect $(docker ps -q --filter label=com.docker.compose.project=agentx)")
         assert "ext-secret-5c2" not in inspect
         assert "ext-secret-5c2" not in host.check_output("cat /opt/agentx/compose.yaml /opt/agentx/app.env")
-        # Turning the Redis password on, on the running project.
-        result, _ = deploy(x={"app_redis_password": "turned-on-7e3f"})
+        # y alone (--limit), turning its Redis password on while the project runs: beat stays with x,
+        # the first host of the group app, which is not in the run.
+        result, _ = deploy(only=["y"], y={"app_redis_password": "turned-on-7e3f"})
         assert result.returncode == 0, result.stdout[-3000:]
-        assert "NOAUTH" in host.run("docker exec agentx-redis redis-cli ping").stdout
-        assert host.check_output("docker exec agentx-redis redis-cli -a turned-on-7e3f --no-auth-warning ping") == "PONG"
+        assert beats() == ["agentx-beat"], "y, deployed alone under --limit, started a beat"
+        assert "NOAUTH" in host.run("docker exec agenty-redis redis-cli ping").stdout
+        assert host.check_output("docker exec agenty-redis redis-cli -a turned-on-7e3f --no-auth-warning ping") == "PONG"
         for port in (8101, 8201):
             status, body = http(host, "GET", f"http://127.0.0.1:{port}/ready")
             assert status == 200, body
 
-        projects["x"]["app_redis_password"] = "turned-on-7e3f"
+        projects["y"]["app_redis_password"] = "turned-on-7e3f"
         # (each container's start time too: a restart keeps its ID)
         state = lambda p: (host.check_output("docker inspect -f '{{.Id}} {{.State.StartedAt}}' "  # noqa: E731
                                              f"$(docker ps -q --filter label=com.docker.compose.project={p}) | sort"),
