@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from langgraph.checkpoint.postgres import PostgresSaver
 
+from agent_app import __version__
 from agent_app.api import create_app
 from agent_app.db import CONNECTION_KWARGS
 from agent_app.graph import thread_config
@@ -18,7 +19,7 @@ from agent_app.settings import Settings
 def test_health(client: TestClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "version": __version__}
 
 
 def test_invoke_records_run_and_checkpoint(

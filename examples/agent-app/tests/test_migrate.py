@@ -37,7 +37,7 @@ def test_migrate_is_idempotent() -> None:
         "checkpoint_writes",
         "checkpoint_migrations",
     } <= tables
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
 
 
 def test_migrate_command_fails_clearly() -> None:

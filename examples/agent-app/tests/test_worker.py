@@ -130,3 +130,33 @@ def test_beat_answers_liveness_ping_only_while_it_runs(tmp_path: Path) -> None:
     finally:
         beat.send_signal(signal.SIGCONT)
         assert _stop(beat) == 0, (tmp_path / "beat.log").read_text()
+
+
+def test_a_run_a_dead_worker_abandoned_is_claimed_again_once_its_lease_ran_out(db) -> None:
+    """A redelivered task (the broker's visibility timeout passed) claims its run again; a run that
+    is still within the lease (another worker is on it) or finished is never claimed twice."""
+    from psycopg_pool import ConnectionPool
+
+    from agent_app.db import CONNECTION_KWARGS, RunStore
+
+    with ConnectionPool(os.environ["DATABASE_URL"], kwargs=CONNECTION_KWARGS, open=True) as pool:
+        runs = RunStore(pool)
+        run_id = runs.create("t-lease", "hello", "queued", "worker")
+        first = runs.claim(run_id, lease_seconds=3600)
+        assert first is not None and first.attempts == 1
+        assert runs.claim(run_id, lease_seconds=3600) is None, "claimed twice within the lease"
+        db.execute("UPDATE agent_runs SET claimed_at = now() - interval '20 seconds' WHERE id = %s", (run_id,))
+        again = runs.claim(run_id, lease_seconds=10)
+        assert again is not None and again.attempts == 2
+        runs.finish(run_id, output="done")
+        db.execute("UPDATE agent_runs SET claimed_at = now() - interval '1 hour' WHERE id = %s", (run_id,))
+        assert runs.claim(run_id, lease_seconds=10) is None, "a finished run was claimed again"
+        assert runs.get(run_id).to_json()["attempts"] == 2
+
+
+def test_the_fake_model_can_be_slow() -> None:
+    from agent_app.llm import FakeChatModel
+
+    started = time.monotonic()
+    FakeChatModel(delay_seconds=0.3)._complete([{"role": "user", "content": "hi"}])
+    assert time.monotonic() - started >= 0.3

@@ -119,8 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, str]:
-        """Liveness: the process serves HTTP. Checks no dependency."""
-        return {"status": "ok"}
+        """Liveness: the process serves HTTP (and which release it runs). Checks no dependency."""
+        return {"status": "ok", "version": __version__}
 
     @app.get("/ready")
     def ready(request: Request) -> JSONResponse:

@@ -24,6 +24,14 @@ def create_celery_app(settings: Settings) -> Celery:
         result_expires=3600,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A task a dead worker took (never acknowledged) is redelivered this long after;
+        # longer than the longest task, or a slow task runs twice. The sweep that finds
+        # such tasks runs every few seconds (kombu's default: about every 100 s).
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout_seconds,
+            "unacked_restore_interval": max(1, min(10, int(settings.broker_visibility_timeout_seconds // 4))),
+            "unacked_restore_throttle": 1,
+        },
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,

@@ -49,6 +49,8 @@ class Run:
     cached: bool
     created_at: datetime
     finished_at: datetime | None
+    claimed_at: datetime | None = None
+    attempts: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class Run:
             "cached": self.cached,
             "created_at": self.created_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "attempts": self.attempts,
         }
 
 
@@ -80,12 +83,19 @@ class RunStore:
             )
         return run_id
 
-    def claim(self, run_id: uuid.UUID) -> Run | None:
-        """Move a ``queued`` run to ``running``; None if it is not queued (e.g. a redelivery)."""
+    def claim(self, run_id: uuid.UUID, lease_seconds: float = 3600.0) -> Run | None:
+        """Move a ``queued`` run to ``running``; None if it is not queued (e.g. a redelivery).
+
+        A run ``running`` for longer than ``lease_seconds`` (the broker's visibility timeout:
+        the broker redelivers a task only that long after a worker took it and never
+        acknowledged it) was abandoned by a worker that died: it is claimed again.
+        """
         with self._pool.connection() as conn:
             row = conn.execute(
-                "UPDATE agent_runs SET status = 'running' WHERE id = %s AND status = 'queued' RETURNING *",
-                (run_id,),
+                "UPDATE agent_runs SET status = 'running', claimed_at = now(), attempts = attempts + 1"
+                " WHERE id = %s AND (status = 'queued' OR (status = 'running'"
+                " AND claimed_at < now() - make_interval(secs => %s))) RETURNING *",
+                (run_id, lease_seconds),
             ).fetchone()
         return Run(**row) if row else None
 

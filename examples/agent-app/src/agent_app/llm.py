@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
@@ -58,7 +59,13 @@ class FakeChatModel(ChatModel):
 
     provider = "fake"
 
+    def __init__(self, delay_seconds: float = 0.0) -> None:
+        # A slow model on demand (FAKE_LLM_DELAY_SECONDS): long calls and long tasks in tests.
+        self.delay_seconds = delay_seconds
+
     def _complete(self, messages: list[Message]) -> str:
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
         system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
         user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         if system == prompts.PLANNER_PROMPT:
@@ -147,4 +154,4 @@ def build_chat_model(settings: Settings) -> ChatModel:
         return OpenAIChatModel(
             settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_seconds
         )
-    return FakeChatModel()
+    return FakeChatModel(settings.fake_llm_delay_seconds)

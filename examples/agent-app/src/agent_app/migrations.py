@@ -38,6 +38,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE agent_runs ADD COLUMN IF NOT EXISTS cached boolean NOT NULL DEFAULT false;
         """,
     ),
+    (
+        3,
+        "record when and how often a worker claimed a run",
+        """
+        ALTER TABLE agent_runs ADD COLUMN IF NOT EXISTS claimed_at timestamptz;
+        ALTER TABLE agent_runs ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 # Serialises concurrent ``migrate`` runs (arbitrary constant shared by all instances).

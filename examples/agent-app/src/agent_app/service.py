@@ -91,7 +91,7 @@ class AgentService:
 
     def execute_queued(self, run_id: uuid.UUID) -> str:
         """Execute a queued run (worker path); returns the final status."""
-        run = self.runs.claim(run_id)
+        run = self.runs.claim(run_id, self.settings.broker_visibility_timeout_seconds)
         if run is None:
             current = self.runs.get(run_id)
             log.warning("run is not queued, skipping", extra={"run_id": str(run_id)})

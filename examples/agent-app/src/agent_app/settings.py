@@ -43,6 +43,8 @@ class Settings:
     beat_max_tick_age_seconds: float = 120.0
     worker_concurrency: int = 2
     beat_schedule_file: str = "/tmp/agent-app-celerybeat-schedule"
+    fake_llm_delay_seconds: float = 0.0
+    broker_visibility_timeout_seconds: float = 3600.0
 
 
 def read_secret(name: str, env: Mapping[str, str]) -> str | None:
@@ -144,6 +146,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         beat_max_tick_age_seconds=float(_number(env, "BEAT_MAX_TICK_AGE_SECONDS", 120.0, float)),
         worker_concurrency=int(_number(env, "WORKER_CONCURRENCY", 2, int)) or 1,
         beat_schedule_file=env.get("CELERY_BEAT_SCHEDULE_FILE", "/tmp/agent-app-celerybeat-schedule"),
+        fake_llm_delay_seconds=float(_number(env, "FAKE_LLM_DELAY_SECONDS", 0.0, float)),
+        broker_visibility_timeout_seconds=float(
+            _number(env, "BROKER_VISIBILITY_TIMEOUT_SECONDS", 3600.0, float)
+        ),
     )
 
 
