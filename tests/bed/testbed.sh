@@ -6,6 +6,8 @@
 #   tests/bed/testbed.sh platforms  + systemd platform images (Debian 12, 13) via debootstrap,
 #                                   bare and seeded with the packages the role scenarios install
 #   tests/bed/testbed.sh fixtures   + stack images (busybox, postgres, redis, agent-app), saved as tarballs
+#   tests/bed/testbed.sh wheels     wheelhouses of agent-app 0.1.0 and 0.2.0 with their dependencies
+#                                   for Debian 12's Python 3.11 and Debian 13's 3.13 (Supervisor runtime)
 #   tests/bed/testbed.sh all        all of the above (default)
 #
 # Images are cached by tag and by a recipe hash label: a second run rebuilds
@@ -258,15 +260,48 @@ fixtures() {
   rm -f "$IMAGE_DIR"/postgres.tar* "$IMAGE_DIR"/redis.tar* "$IMAGE_DIR"/agent-app.tar*
 }
 
+# The Supervisor runtime's air-gapped install: per target Python, a
+# directory of wheels (two app versions, for upgrades and rollbacks), built
+# or downloaded here since no target reaches PyPI. Cached by a stamp of
+# the app's sources and pins.
+WHEEL_DIR=${VMSTACK_WHEEL_DIR:-$ROOT/build/wheelhouse}
+wheels() {
+  local hash stamp="$WHEEL_DIR/.recipe" src py version
+  hash=$( (cd "$APP_DIR" && find pyproject.toml requirements.txt src -type f -name '*.py' -o -name '*.toml' -o -name '*.txt' \
+            | grep -v egg-info | sort | xargs cat; declare -f wheels) | sha256sum | cut -c1-12)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ]; then log "wheelhouses are cached"; return; fi
+  rm -rf "$WHEEL_DIR" && mkdir -p "$WHEEL_DIR/cp311" "$WHEEL_DIR/cp313"
+  src=$(mktemp -d)
+  for version in 0.1.0 0.2.0; do
+    rm -rf "$src/app" && cp -r "$APP_DIR" "$src/app" && rm -rf "$src/app/build" "$src/app/wheelhouse" "$src/app/.venv"
+    sed -i -E "s/^version = \"[^\"]+\"/version = \"$version\"/" "$src/app/pyproject.toml"
+    sed -i -E "s/^__version__ = \"[^\"]+\"/__version__ = \"$version\"/" "$src/app/src/agent_app/__init__.py"
+    "$PY" -m pip wheel -q --disable-pip-version-check --no-deps -w "$WHEEL_DIR/cp311" "$src/app" 2>&1 \
+      | { grep -v "neither a file nor a directory" || true; } >&2
+  done
+  rm -rf "$src"
+  cp "$WHEEL_DIR"/cp311/agent_app-*.whl "$WHEEL_DIR/cp313/"
+  for py in 311 313; do
+    "$PY" -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version "3.${py#3}" \
+      --implementation cp --abi "cp$py" --abi abi3 --abi none --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_5_x86_64 \
+      --platform manylinux1_x86_64 --platform any -d "$WHEEL_DIR/cp$py" -r "$APP_DIR/requirements.txt" 2>&1 \
+      | { grep -v "neither a file nor a directory" || true; } >&2 || die "downloading the cp$py wheels failed"
+  done
+  echo "$hash" >"$stamp"
+  log "wheelhouses: $(ls "$WHEEL_DIR/cp311" | wc -l) wheels for cp311, $(ls "$WHEEL_DIR/cp313" | wc -l) for cp313"
+}
+
 main() {
   local what=${1:-all}
   case $what in
     engine) ensure_packages; ensure_engine ;;
     platforms) ensure_packages; ensure_engine; platforms ;;
     fixtures) ensure_packages; ensure_engine; platforms; fixtures ;;
-    all) ensure_packages; ensure_engine; platforms; fixtures ;;
+    wheels) wheels ;;
+    all) ensure_packages; ensure_engine; platforms; fixtures; wheels ;;
     mirror) debian_mirror ;;
-    *) die "usage: $0 [engine|platforms|fixtures|all|mirror]" ;;
+    *) die "usage: $0 [engine|platforms|fixtures|wheels|all|mirror]" ;;
   esac
 }
 
