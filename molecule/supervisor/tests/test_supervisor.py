@@ -1,0 +1,320 @@
+"""The app under Supervisor (app_runtime: supervisor) on Debian 12 and 13 behind nginx: every
+process, real requests through nginx, the worker, crashes, restarts under load, an upgrade and a
+rollback by the release link, idempotence by PIDs, a one-program change, bad input."""
+
+import json
+import re
+import shlex
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from bedtest import PROJECT_DIR, ansible_log, recap, run_cases, run_role, wait_for
+
+PORTS = [8001, 8002, 8003]
+API = [f"agent-api-{n}" for n in (1, 2, 3)]
+PROGRAMS = [*API, "agent-worker", "agent-beat"]
+SITE = "https://agent.vmstack.test"
+SECRETS = ["molecule-secret-key-7c1e9a4b", "molecule-pg-password-3f8d2e61", "molecule-redis-password-b94a07d2"]
+
+
+def name(host) -> str:
+    return host.backend.get_hostname()
+
+
+def programs(host) -> dict:
+    """program -> (state, pid or None), from `supervisorctl status`."""
+    out = host.run("supervisorctl status").stdout
+    found = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if fields and fields[0].startswith("agent-"):
+            pid = re.search(r"pid (\d+)", line)
+            found[fields[0]] = (fields[1], int(pid.group(1)) if pid else None)
+    return found
+
+
+def pids(host) -> dict:
+    return {program: pid for program, (_, pid) in programs(host).items()}
+
+
+def all_running(host) -> bool:
+    state = programs(host)
+    return sorted(state) == sorted(PROGRAMS) and all(s == "RUNNING" for s, _ in state.values())
+
+
+def get(host, url: str, extra: str = "") -> tuple[int, str]:
+    out = host.run(f"curl -sk --max-time 30 -w '\\n%{{http_code}}' {extra} {shlex.quote(url)}").stdout
+    body, _, code = out.rpartition("\n")
+    return int(code or 0), body
+
+
+def versions(host) -> set:
+    return {json.loads(get(host, f"http://127.0.0.1:{port}/health")[1]).get("version") for port in PORTS}
+
+
+def hey(host, seconds: int, clients: int, path: str = "/ready", out: str = "/root/hey.txt") -> str:
+    """Start hey in the background inside the VM against nginx over TLS, for at most `seconds`
+    (stop_hey ends it sooner); returns the file its summary goes to."""
+    host.check_output(f"nohup hey -z {seconds}s -c {clients} -t 30 {SITE}{path} >{out} 2>&1 &")
+    return out
+
+
+def stop_hey(host) -> None:
+    """hey stops on SIGINT and prints its summary."""
+    host.run("pkill -INT -x hey")
+
+
+def hey_result(host, out: str, seconds: int) -> dict:
+    """hey's summary: status codes, socket errors (its "Error distribution"), the total."""
+    text = wait_for(lambda: (lambda t: t if "Status code distribution" in t or "Error distribution" in t else "")(
+        host.run(f"cat {out}").stdout), timeout=seconds + 60, what="hey's summary")
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", text)}
+    errors = sum(int(n) for n in re.findall(r"^\s*\[(\d+)\]\s", text.partition("Error distribution:")[2], flags=re.M))
+    return {"codes": codes, "errors": errors, "total": sum(codes.values()) + errors, "text": text}
+
+
+# Polls every API port's /health every 50 ms and prints "port seconds version" at each change of
+# what it answers (a version, or "down"), with the first answer.
+WATCH = """
+import json, sys, time, urllib.request
+last, t0 = {}, time.monotonic()
+while True:
+    for port in (8001, 8002, 8003):
+        try:
+            seen = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1))["version"]
+        except Exception:
+            seen = "down"
+        if last.get(port) != seen:
+            last[port] = seen
+            print(port, round(time.monotonic() - t0, 2), seen, flush=True)
+    time.sleep(0.05)
+"""
+
+
+def gaps(lines: str, version: str) -> dict:
+    """port -> seconds between its last answer before `version` and its first answer of `version`."""
+    events = [line.split() for line in lines.splitlines() if len(line.split()) == 3]
+    found = {}
+    for port in {e[0] for e in events}:
+        mine = [(float(t), v) for p, t, v in events if p == port]
+        first = next((i for i, (_, v) in enumerate(mine) if v == version and i > 0), None)
+        if first is not None:
+            before = max((t for t, v in mine[:first] if v not in ("down", version)), default=mine[first][0])
+            down_from = next((t for t, v in mine[:first] if v == "down" and t >= before), mine[first][0])
+            found[int(port)] = round(mine[first][0] - down_from, 2)
+    return found
+
+
+def test_every_process_runs_as_the_app_user_and_is_ready(host):
+    assert all_running(host), programs(host)
+    for program, (_, pid) in programs(host).items():
+        assert host.check_output(f"ps -o user= -p {pid}").strip() == "agent", program
+    for port in PORTS:
+        assert get(host, f"http://127.0.0.1:{port}/ready")[0] == 200, port
+    assert versions(host) == {"0.1.0"}
+    assert host.file("/opt/agent/current").linked_to == "/opt/agent/releases/0.1.0"
+    release = json.loads(host.file("/opt/agent/release.json").content_string)["release"]
+    assert release["runtime"] == "supervisor" and release["version"] == "0.1.0"
+    # Each API process listens on loopback only, on its own port.
+    listening = host.check_output("ss -Hltn")
+    for port in PORTS:
+        assert f"127.0.0.1:{port} " in listening
+
+
+def test_secrets_are_files_the_processes_read_never_in_their_configuration(host):
+    assert host.file("/opt/agent/secrets").mode == 0o700
+    secret = host.file("/opt/agent/secrets/database_password")
+    assert secret.user == "agent" and secret.mode == 0o400
+    assert secret.content_string == SECRETS[1]
+    config = host.check_output("cat /etc/supervisor/conf.d/agent-*.conf")
+    assert "DATABASE_PASSWORD_FILE=\"/opt/agent/secrets/database_password\"" in config
+    log = ansible_log()
+    for value in SECRETS:
+        assert value not in config
+        assert value not in log, "a secret reached the Ansible log"
+
+
+def test_requests_through_nginx_reach_every_api_process(host):
+    probe = f"probe-{uuid.uuid4().hex[:8]}"
+    for i in range(30):
+        assert get(host, f"{SITE}/health", f"-H 'X-Request-ID: {probe}-{i}'")[0] == 200
+    hits = {program: int(host.run(f"grep -c {probe} /var/log/agent/{program[6:]}.log").stdout.strip() or 0)
+            for program in API}
+    print(f"\n--- {name(host)}: 30 requests through nginx per API process: {hits}")
+    assert all(n > 0 for n in hits.values()), hits
+
+
+def enqueue(host, count: int, label: str) -> list:
+    """Queue `count` runs through nginx; their ids."""
+    ids = []
+    for i in range(count):
+        body = json.dumps({"input": f"{label} {i} {uuid.uuid4().hex[:6]}"})
+        code, answer = get(host, f"{SITE}/v1/agent/runs",
+                           f"-X POST -H 'Content-Type: application/json' -d {shlex.quote(body)}")
+        assert code == 202, answer
+        ids.append(json.loads(answer)["run_id"])
+    return ids
+
+
+def runs(host, ids: list) -> list:
+    return [json.loads(get(host, f"{SITE}/v1/agent/runs/{r}")[1]) for r in ids]
+
+
+def finished(host, ids: list, timeout: float) -> list:
+    return wait_for(lambda: (lambda rs: rs if all(r["status"] in ("succeeded", "failed") for r in rs) else None)(
+        runs(host, ids)), timeout=timeout, what=f"{len(ids)} runs to finish")
+
+
+def assert_processed_once(host, ids: list) -> None:
+    processed = host.run("grep -h 'queued run processed' /var/log/agent/worker.log*").stdout
+    for r in ids:
+        assert processed.count(r) == 1, f"run {r} finished {processed.count(r)} times"
+
+
+def test_the_worker_executes_a_queued_run(host):
+    [run] = finished(host, enqueue(host, 1, "what is 6*7? run"), timeout=60)
+    assert run["status"] == "succeeded" and run["attempts"] == 1, run
+
+
+def test_a_killed_api_process_serves_again_within_seconds_and_nginx_loses_nothing(host):
+    before = pids(host)
+    out = hey(host, 12, 20, out="/root/hey-kill.txt")
+    script = (
+        "import os, signal, time, urllib.request\n"
+        "time.sleep(3)\n"
+        f"os.kill({before['agent-api-2']}, signal.SIGKILL); t0 = time.monotonic()\n"
+        "while True:\n"
+        "    try:\n"
+        "        urllib.request.urlopen('http://127.0.0.1:8002/ready', timeout=1); break\n"
+        "    except Exception:\n"
+        "        time.sleep(0.05)\n"
+        "print(round(time.monotonic() - t0, 2))\n"
+    )
+    recovered = float(host.check_output(f"python3 -c {shlex.quote(script)}"))
+    load = hey_result(host, out, 12)
+    after = pids(host)
+    print(f"\n--- {name(host)}: kill -9 of agent-api-2: serving again on its port after {recovered} s; "
+          f"through nginx meanwhile: {load['total']} requests, codes {load['codes']}, {load['errors']} errors")
+    assert after["agent-api-2"] != before["agent-api-2"]
+    assert {p: after[p] for p in PROGRAMS if p != "agent-api-2"} == {
+        p: before[p] for p in PROGRAMS if p != "agent-api-2"}, "other processes restarted"
+    assert recovered < 15
+    assert load["errors"] == 0 and set(load["codes"]) == {200}, load["text"][-1500:]
+
+
+def test_a_killed_worker_loses_no_task_and_runs_it_once(host):
+    ids = enqueue(host, 2, "kill test")
+    # Both runs held by the worker (concurrency 2), then the worker is killed.
+    wait_for(lambda: all(r["status"] == "running" for r in runs(host, ids)), timeout=30, what="both runs running")
+    host.check_output("pkill -KILL -u agent -f 'bin/agent-app worker'")
+    done = finished(host, ids, timeout=120)
+    print(f"\n--- {name(host)}: worker killed -9 holding 2 runs: {[r['status'] for r in done]} after redelivery, "
+          f"attempts {[r['attempts'] for r in done]}")
+    assert [(r["status"], r["attempts"]) for r in done] == [("succeeded", 2)] * 2, done
+    assert_processed_once(host, ids)
+    wait_for(lambda: all_running(host), timeout=30, what="every process running")
+
+
+def test_a_worker_restart_while_ten_long_tasks_run_loses_none(host):
+    """A warm shutdown: the runs the worker is on finish, those queued wait for the new worker."""
+    ids = enqueue(host, 10, "restart test")
+    wait_for(lambda: any(r["status"] == "running" for r in runs(host, ids)), timeout=30, what="a run running")
+    restarted = host.run("supervisorctl restart agent-worker")
+    assert "started" in restarted.stdout, restarted.stdout + restarted.stderr
+    done = finished(host, ids, timeout=180)
+    print(f"\n--- {name(host)}: worker restarted while 10 runs of ~4 s were queued or running: "
+          f"{[r['status'] for r in done].count('succeeded')} succeeded, attempts {[r['attempts'] for r in done]}")
+    # (attempts 1: a run the worker was on finished in its warm shutdown, none waited for a redelivery)
+    assert [(r["status"], r["attempts"]) for r in done] == [("succeeded", 1)] * 10, done
+    assert_processed_once(host, ids)
+
+
+def test_a_second_converge_restarts_nothing_and_one_change_restarts_one_program(host):
+    before = pids(host)
+    again = run_role(name(host), "app", {})
+    assert again.returncode == 0 and recap(again)[name(host)]["changed"] == 0, again.stdout[-3000:]
+    assert pids(host) == before, "a converge with nothing to change restarted a process"
+    one = run_role(name(host), "app", {"app_worker_concurrency": 3})
+    assert one.returncode == 0, one.stdout[-3000:]
+    after = pids(host)
+    assert after["agent-worker"] != before["agent-worker"]
+    assert {p: after[p] for p in PROGRAMS if p != "agent-worker"} == {
+        p: before[p] for p in PROGRAMS if p != "agent-worker"}, "a change to the worker restarted others"
+
+
+def drains(output: str) -> int:
+    return len(re.findall(r"^TASK \[[^]]*Drain in nginx api-\d", output, flags=re.M))
+
+
+def test_an_upgrade_under_load_restarts_one_process_at_a_time_and_fails_no_request(host):
+    """A release to a second version while 50 clients hammer nginx over TLS: each API process drained
+    in nginx, restarted and gated on /ready, one at a time, then the worker and beat; then the
+    rollback by the release link (below)."""
+    base = {"app_worker_concurrency": 3}  # (what the test above left)
+    before = pids(host)
+    out = hey(host, 300, 50, out="/root/hey-upgrade.txt")
+    try:
+        up = run_role(name(host), "app", {**base, "app_package": "agent-app==0.2.0"})
+        assert up.returncode == 0, up.stdout[-3000:]
+        after = pids(host)
+        assert all(after[p] != before[p] for p in PROGRAMS), "a process still runs the old release"
+        assert drains(up.stdout) == len(API), "an API process restarted without being drained in nginx"
+        assert "down;" not in host.check_output("cat /etc/nginx/vmstack/sites.conf"), "a replica stayed drained"
+        assert versions(host) == {"0.2.0"}
+        assert host.file("/opt/agent/current").linked_to == "/opt/agent/releases/0.2.0"
+        previous = json.loads(host.file("/opt/agent/release.previous.json").content_string)["release"]
+        assert previous["version"] == "0.1.0"
+        installed = host.check_output("stat -c %Y /opt/agent/releases/0.1.0/.installed")
+        host.check_output(f"nohup python3 -c {shlex.quote(WATCH)} >/root/watch.txt 2>&1 &")
+        back = run_role(name(host), "app", {**base, "app_package": "agent-app==0.1.0"})
+    finally:
+        host.run("pkill -f 'urllib.request.urlopen'")
+        stop_hey(host)
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert versions(host) == {"0.1.0"}
+    assert host.file("/opt/agent/current").linked_to == "/opt/agent/releases/0.1.0"
+    assert host.check_output("stat -c %Y /opt/agent/releases/0.1.0/.installed") == installed, "reinstalled"
+    down = gaps(host.check_output("cat /root/watch.txt"), "0.1.0")
+    load = hey_result(host, out, 10)
+    print(f"\n--- {name(host)}: upgrade 0.1.0 -> 0.2.0 ({drains(up.stdout)} API processes drained one at a time, "
+          f"then worker and beat) and rollback by the link, under 50 clients: {load['total']} requests through "
+          f"nginx, codes {load['codes']}, {load['errors']} errors; each API port's time between its last 0.2.0 "
+          f"answer and its first 0.1.0 answer: {down} s")
+    assert load["total"] >= 5000
+    assert sorted(down) == PORTS, host.check_output("cat /root/watch.txt")
+    assert max(down.values()) <= 10
+    assert load["errors"] == 0 and set(load["codes"]) == {200}, load["text"][-1500:]
+
+
+BAD = {
+    "no-api": ({"app_api_replicas": 0}, "app_api_replicas >= 1"),
+    "missing-dependency": ({"app_package": "agent-app==0.2.0", "app_release_version": "0.2.0-broken",
+                            "app_wheelhouse": "/tmp/vmstack-broken-wheelhouse"},
+                           "could not be installed"),
+    "port-clash": ({"app_api_port_base": 443}, "port 443 is taken by another service"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(host):
+    broken = Path("/tmp/vmstack-broken-wheelhouse")
+    broken.mkdir(exist_ok=True)
+    for wheel in (PROJECT_DIR / "build" / "wheelhouse" / "cp311").glob("agent_app-0.2.0-*.whl"):
+        shutil.copy(wheel, broken)
+    before = pids(host)
+    # (the cases are aliases of the host: they get the group's vars, not the host's)
+    tag = {"__python_tag": "cp311" if "bookworm" in name(host) else "cp313"}
+    outputs = run_cases(name(host), {case: {**tag, **v} for case, (v, _) in BAD.items()}, role="app")
+    return before, outputs
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_refused_before_any_process_stops(host, bad_runs, case):
+    before, outputs = bad_runs
+    assert BAD[case][1] in outputs[case], outputs[case][-2000:]
+    print(f"\n--- {name(host)} {case}: " + re.search(r'"msg": "(.*?)"', outputs[case]).group(1)[:500])
+    assert pids(host) == before, "a process was stopped"
+    assert versions(host) == {"0.1.0"}
+    assert not host.file("/opt/agent/releases/0.2.0-broken").exists
