@@ -115,6 +115,8 @@ def test_every_process_runs_as_the_app_user_and_is_ready(host):
         assert get(host, f"http://127.0.0.1:{port}/ready")[0] == 200, port
     assert versions(host) == {"0.1.0"}
     assert host.file("/opt/agent/current").linked_to == "/opt/agent/releases/0.1.0"
+    # The code: root's, readable by the app's group only, whatever the umask it was installed with.
+    assert host.run("find /opt/agent/releases/0.1.0 ! -type l \\( ! -group agent -o -perm /o=rwx -o -perm /g=w \\) | head -3").stdout == ""
     release = json.loads(host.file("/opt/agent/release.json").content_string)["release"]
     assert release["runtime"] == "supervisor" and release["version"] == "0.1.0"
     # Each API process listens on loopback only, on its own port.
@@ -244,19 +246,28 @@ def test_a_second_converge_restarts_nothing_and_one_change_restarts_one_program(
         p: before[p] for p in PROGRAMS if p != "agent-worker"}, "a change to the worker restarted others"
 
 
+ROTATED = {"app_postgres_password": "rotated-pg-password-2c3d", "app_redis_password": "rotated-redis-password-4e5f"}
+
+
+def redis(host, password: str) -> str:
+    return host.run(f"redis-cli -h 127.0.0.1 -a {password} --no-auth-warning ping").stdout.strip()
+
+
 def drains(output: str) -> int:
     return len(re.findall(r"^TASK \[[^]]*Drain in nginx api-\d", output, flags=re.M))
 
 
 def test_an_upgrade_under_load_restarts_one_process_at_a_time_and_fails_no_request(host):
-    """A release to a second version while 50 clients hammer nginx over TLS: each API process drained
-    in nginx, restarted and gated on /ready, one at a time, then the worker and beat; then the
-    rollback by the release link (below)."""
+    """A release to a second version, with new PostgreSQL and Redis passwords, while 50 clients hammer
+    nginx over TLS: each API process drained in nginx, restarted and gated on /ready, one at a time,
+    then the worker and beat; Redis takes its new password without a restart. Then the rollback by
+    the release link, the passwords rotated back (below)."""
     base = {"app_worker_concurrency": 3}  # (what the test above left)
     before = pids(host)
     out = hey(host, 300, 50, out="/root/hey-upgrade.txt")
     try:
-        up = run_role(name(host), "app", {**base, "app_package": "agent-app==0.2.0"})
+        redis_pid = host.check_output("pgrep -x redis-server")
+        up = run_role(name(host), "app", {**base, "app_package": "agent-app==0.2.0", **ROTATED})
         assert up.returncode == 0, up.stdout[-3000:]
         after = pids(host)
         assert all(after[p] != before[p] for p in PROGRAMS), "a process still runs the old release"
@@ -266,6 +277,11 @@ def test_an_upgrade_under_load_restarts_one_process_at_a_time_and_fails_no_reque
         assert host.file("/opt/agent/current").linked_to == "/opt/agent/releases/0.2.0"
         previous = json.loads(host.file("/opt/agent/release.previous.json").content_string)["release"]
         assert previous["version"] == "0.1.0"
+        assert redis(host, ROTATED["app_redis_password"]) == "PONG"
+        assert redis(host, SECRETS[2]) != "PONG", "Redis still takes the old password"
+        assert host.check_output("pgrep -x redis-server") == redis_pid, "Redis restarted for a new password"
+        assert host.run(f"PGPASSWORD={ROTATED['app_postgres_password']} psql -h 127.0.0.1 -U agent -d agent "
+                        "-tAc 'select 1'").stdout.strip() == "1"
         installed = host.check_output("stat -c %Y /opt/agent/releases/0.1.0/.installed")
         host.check_output(f"nohup python3 -c {shlex.quote(WATCH)} >/root/watch.txt 2>&1 &")
         back = run_role(name(host), "app", {**base, "app_package": "agent-app==0.1.0"})
@@ -276,10 +292,11 @@ def test_an_upgrade_under_load_restarts_one_process_at_a_time_and_fails_no_reque
     assert versions(host) == {"0.1.0"}
     assert host.file("/opt/agent/current").linked_to == "/opt/agent/releases/0.1.0"
     assert host.check_output("stat -c %Y /opt/agent/releases/0.1.0/.installed") == installed, "reinstalled"
+    assert redis(host, SECRETS[2]) == "PONG" and redis(host, ROTATED["app_redis_password"]) != "PONG"
     down = gaps(host.check_output("cat /root/watch.txt"), "0.1.0")
     load = hey_result(host, out, 10)
-    print(f"\n--- {name(host)}: upgrade 0.1.0 -> 0.2.0 ({drains(up.stdout)} API processes drained one at a time, "
-          f"then worker and beat) and rollback by the link, under 50 clients: {load['total']} requests through "
+    print(f"\n--- {name(host)}: upgrade 0.1.0 -> 0.2.0 with new passwords ({drains(up.stdout)} API processes drained one at a time, "
+          f"then worker and beat) and rollback by the link with the passwords back, under 50 clients: {load['total']} requests through "
           f"nginx, codes {load['codes']}, {load['errors']} errors; each API port's time between its last 0.2.0 "
           f"answer and its first 0.1.0 answer: {down} s")
     assert load["total"] >= 5000
