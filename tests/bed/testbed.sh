@@ -41,9 +41,28 @@ ensure_packages() {
   fi
 }
 
+# A machine restarted without clearing /run keeps dockerd's pid files; when
+# their PID now belongs to another process, dockerd believes its containerd
+# still runs and waits for a socket that never comes.
+clear_stale_pidfiles() {
+  local f pid
+  for f in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f" 2>/dev/null || true)
+    case "$(cat "/proc/${pid:-0}/comm" 2>/dev/null || true)" in
+      dockerd | containerd) ;;
+      *)
+        log "removing stale $f (PID ${pid:-?} is not dockerd or containerd)"
+        rm -f "$f"
+        ;;
+    esac
+  done
+}
+
 ensure_engine() {
   if docker info >/dev/null 2>&1; then return; fi
   need_root
+  clear_stale_pidfiles
   log "starting dockerd (log: /var/log/dockerd.log)"
   nohup dockerd >/var/log/dockerd.log 2>&1 &
   for _ in $(seq 1 60); do
