@@ -17,7 +17,7 @@ cd "$ROOT"
 
 LOWEST_SCENARIOS=${VMSTACK_LOWEST_SCENARIOS-harden nginx}
 
-setup() { host_packages postgresql redis-server && tooling && { [ -z "$LOWEST_SCENARIOS" ] || lowest_tooling; }; }
+setup() { host_packages postgresql redis-server prometheus prometheus-alertmanager && tooling && { [ -z "$LOWEST_SCENARIOS" ] || lowest_tooling; }; }
 
 # Stage bodies run under `if` (errexit is off there): chain with && or
 # collect the status explicitly.
