@@ -111,13 +111,14 @@ def db() -> Iterator[psycopg.Connection]:
 class Server:
     """A real ``agent-app serve`` subprocess."""
 
-    def __init__(self, port: int, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, port: int, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent_app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "agent_app", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", str(workers)],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -152,9 +153,9 @@ def server_factory(tmp_path: Path) -> Iterator:
     """Start ``agent-app serve`` subprocesses with extra environment; all are stopped at the end."""
     servers: list[Server] = []
 
-    def start(**extra_env: str) -> Server:
+    def start(workers: int = 1, **extra_env: str) -> Server:
         env = {**os.environ, **extra_env}
-        server = Server(free_port(), env, tmp_path / f"server-{len(servers)}.log")
+        server = Server(free_port(), env, tmp_path / f"server-{len(servers)}.log", workers)
         servers.append(server)
         return server
 

@@ -100,7 +100,8 @@ def test_metrics_use_route_templates(client: TestClient) -> None:
     assert 'http_request_duration_seconds_bucket{le="0.005",method="POST",route="/v1/agent/invoke"}' in text
     assert "http_requests_in_flight" in text
     assert 'agent_runs_total{source="api",status="succeeded"}' in text
-    assert 'llm_calls_total{provider="fake"}' in text
+    assert 'llm_calls_total{provider="fake",status="ok"}' in text
+    assert 'llm_call_duration_seconds_bucket{le="0.05",provider="fake"}' in text
     assert str(run_id) not in text
     assert "/does-not-exist" not in text
 

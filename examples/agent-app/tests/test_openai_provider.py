@@ -116,9 +116,11 @@ def test_agent_runs_through_openai_provider(openai_url: str, settings: Settings)
         response = client.post("/v1/agent/invoke", json={"input": "what is two plus two?"})
         assert response.status_code == 200, response.text
         assert response.json()["output"] == "Two plus two is 4."
-        assert 'llm_calls_total{provider="openai"}' in client.get("/metrics").text
+        assert 'llm_calls_total{provider="openai",status="ok"}' in client.get("/metrics").text
         FakeOpenAI.fail = True
         failed = client.post("/v1/agent/invoke", json={"input": "a different question"})
+        metrics = client.get("/metrics").text
     assert failed.status_code == 502
+    assert 'llm_calls_total{provider="openai",status="error"}' in metrics
     answer_request = FakeOpenAI.requests[1]["body"]["messages"][-1]["content"]
     assert "Tool result: 2 + 2 = 4" in answer_request

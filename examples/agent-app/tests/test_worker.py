@@ -8,12 +8,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from agent_app.cache import HEARTBEAT_KEY
-from conftest import REDIS_URL
+from conftest import REDIS_URL, free_port
+from test_metrics import sample
+
+WORKER_METRICS_PORT = free_port()
 
 
 def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -40,10 +44,11 @@ def celery_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
         "HEARTBEAT_INTERVAL_SECONDS": "1",
         "CELERY_BEAT_SCHEDULE_FILE": str(tmp_path / "beat-schedule"),
         "WORKER_CONCURRENCY": "1",
+        "WORKER_METRICS_PORT": str(WORKER_METRICS_PORT),
     }
-    worker = _start(
-        ["worker", "--pool=solo", "--without-mingle", "--without-gossip"], tmp_path / "worker.log", env
-    )
+    # The prefork pool, as deployed: a task runs in a child process, and the
+    # main process serves the children's metrics.
+    worker = _start(["worker", "--without-mingle", "--without-gossip"], tmp_path / "worker.log", env)
     beat = _start(["beat"], tmp_path / "beat.log", env)
     try:
         yield tmp_path
@@ -89,6 +94,9 @@ def test_queued_run_is_executed_by_worker(client: TestClient, celery_processes: 
     assert run["thread_id"] == "queued-thread"
     assert "12 * 12 = 144" in run["output"]
     assert run["finished_at"] is not None
+    metrics = httpx.get(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics").text
+    assert sample(metrics, "agent_runs_total", source="worker", status="succeeded") >= 1, metrics
+    assert sample(metrics, "llm_calls_total", provider="fake", status="ok") >= 2, metrics
 
 
 def test_beat_schedules_heartbeat(celery_processes: Path) -> None:

@@ -16,13 +16,14 @@ import psycopg_pool
 import redis
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from agent_app import __version__, db
 from agent_app.celery_app import EXECUTE_RUN_TASK, create_celery_app
 from agent_app.llm import LLMError
 from agent_app.logs import configure_logging
+from agent_app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from agent_app.metrics import exposition as metrics_exposition
 from agent_app.middleware import ObservabilityMiddleware
 from agent_app.service import AgentService, RunResult
 from agent_app.settings import Settings, load_settings, redact_url
@@ -146,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics_exposition(), media_type=METRICS_CONTENT_TYPE)
 
     @app.post("/v1/agent/invoke")
     def invoke(body: InvokeRequest, request: Request) -> dict[str, object]:

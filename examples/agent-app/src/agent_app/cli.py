@@ -9,6 +9,7 @@ import sys
 from types import FrameType
 
 from agent_app.logs import configure_logging
+from agent_app.multiproc import use_multiprocess_dir
 from agent_app.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("agent_app.cli")
@@ -22,6 +23,9 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    if args.workers > 1:
+        # Each worker process counts its own requests: share them (one scrape sees all).
+        use_multiprocess_dir()
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "agent_app.api:create_app",
@@ -38,7 +42,14 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
+    # The pool's processes run the tasks: their counters go to a shared
+    # directory, which the main process serves (WORKER_METRICS_PORT).
+    use_multiprocess_dir()
+    from agent_app.metrics import serve_metrics
     from agent_app.worker import app
+
+    if settings.worker_metrics_port:
+        serve_metrics(settings.worker_metrics_address, settings.worker_metrics_port)
 
     argv = ["worker", f"--loglevel={settings.log_level}", f"--concurrency={settings.worker_concurrency}"]
     app.worker_main([*argv, *args.celery_args])

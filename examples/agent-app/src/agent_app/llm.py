@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 
 from agent_app import prompts
-from agent_app.metrics import LLM_CALLS
+from agent_app.metrics import LLM_CALLS, LLM_DURATION
 from agent_app.settings import Settings
 from agent_app.tools import find_expression
 
@@ -36,13 +36,29 @@ class ChatModel(ABC):
 
     def complete(self, messages: list[Message]) -> str:
         """Return the whole reply."""
-        LLM_CALLS.labels(provider=self.provider).inc()
-        return self._complete(messages)
+        started, status = time.monotonic(), "error"
+        try:
+            reply = self._complete(messages)
+            status = "ok"
+            return reply
+        finally:
+            self._observe(started, status)
 
     def stream(self, messages: list[Message]) -> Iterator[str]:
         """Yield the reply piece by piece."""
-        LLM_CALLS.labels(provider=self.provider).inc()
-        return self._stream(messages)
+        started, status = time.monotonic(), "error"
+        try:
+            yield from self._stream(messages)
+            status = "ok"
+        except GeneratorExit:
+            status = "cancelled"  # the reader went away: not the provider's failure
+            raise
+        finally:
+            self._observe(started, status)
+
+    def _observe(self, started: float, status: str) -> None:
+        LLM_CALLS.labels(provider=self.provider, status=status).inc()
+        LLM_DURATION.labels(provider=self.provider).observe(time.monotonic() - started)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most models hold nothing
         """Release resources held by the model."""
@@ -59,15 +75,20 @@ class FakeChatModel(ChatModel):
 
     provider = "fake"
 
-    def __init__(self, delay_seconds: float = 0.0) -> None:
+    def __init__(self, delay_seconds: float = 0.0, fail_marker: str = "") -> None:
         # A slow model on demand (FAKE_LLM_DELAY_SECONDS): long calls and long tasks in tests.
         self.delay_seconds = delay_seconds
+        # A failing provider on demand (FAKE_LLM_FAIL_MARKER): a request whose
+        # text contains the marker fails like a provider's HTTP 5xx would.
+        self.fail_marker = fail_marker
 
     def _complete(self, messages: list[Message]) -> str:
         if self.delay_seconds:
             time.sleep(self.delay_seconds)
         system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
         user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        if self.fail_marker and any(self.fail_marker in m["content"] for m in messages):
+            raise LLMError("chat completion failed: HTTP 503 (stand-in provider outage)")
         if system == prompts.PLANNER_PROMPT:
             expression = find_expression(user)
             plan = prompts.Plan("calculator", expression) if expression else prompts.Plan("word_count", user)
@@ -154,4 +175,4 @@ def build_chat_model(settings: Settings) -> ChatModel:
         return OpenAIChatModel(
             settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_seconds
         )
-    return FakeChatModel(settings.fake_llm_delay_seconds)
+    return FakeChatModel(settings.fake_llm_delay_seconds, settings.fake_llm_fail_marker)

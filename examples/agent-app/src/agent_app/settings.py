@@ -44,6 +44,9 @@ class Settings:
     worker_concurrency: int = 2
     beat_schedule_file: str = "/tmp/agent-app-celerybeat-schedule"
     fake_llm_delay_seconds: float = 0.0
+    fake_llm_fail_marker: str = ""
+    worker_metrics_port: int = 0
+    worker_metrics_address: str = "127.0.0.1"
     broker_visibility_timeout_seconds: float = 3600.0
 
 
@@ -147,6 +150,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_concurrency=int(_number(env, "WORKER_CONCURRENCY", 2, int)) or 1,
         beat_schedule_file=env.get("CELERY_BEAT_SCHEDULE_FILE", "/tmp/agent-app-celerybeat-schedule"),
         fake_llm_delay_seconds=float(_number(env, "FAKE_LLM_DELAY_SECONDS", 0.0, float)),
+        fake_llm_fail_marker=env.get("FAKE_LLM_FAIL_MARKER", ""),
+        worker_metrics_port=int(_number(env, "WORKER_METRICS_PORT", 0, int)),
+        worker_metrics_address=env.get("WORKER_METRICS_ADDRESS", "127.0.0.1"),
         broker_visibility_timeout_seconds=float(
             _number(env, "BROKER_VISIBILITY_TIMEOUT_SECONDS", 3600.0, float)
         ),
