@@ -60,3 +60,10 @@ def test_one_scrape_counts_every_uvicorn_worker(server_factory) -> None:
     for _ in range(5):  # whichever worker answers the scrape reports the same sum
         seen.add(health_count())
     assert seen == {before + 60}, (before, seen)
+
+
+def test_every_llm_outcome_is_exported_before_it_happens(client: TestClient) -> None:
+    """An error counter that only appears with the first errors hides them from rate() (no earlier sample)."""
+    text = client.get("/metrics").text
+    for status in ("ok", "error", "cancelled"):
+        assert f'llm_calls_total{{provider="fake",status="{status}"}}' in text

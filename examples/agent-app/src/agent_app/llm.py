@@ -169,10 +169,18 @@ def _parse_stream_line(line: str) -> str | None:
 
 def build_chat_model(settings: Settings) -> ChatModel:
     """The chat model selected by ``LLM_PROVIDER``."""
+    model: ChatModel
     if settings.llm_provider == "openai":
         if not settings.llm_api_key:
             raise LLMError("the openai provider needs LLM_API_KEY")
-        return OpenAIChatModel(
+        model = OpenAIChatModel(
             settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_seconds
         )
-    return FakeChatModel(settings.fake_llm_delay_seconds, settings.fake_llm_fail_marker)
+    else:
+        model = FakeChatModel(settings.fake_llm_delay_seconds, settings.fake_llm_fail_marker)
+    # Every outcome exported from the start, at 0: Prometheus's rate() cannot
+    # see the first errors of a series that only appears with them.
+    for status in ("ok", "error", "cancelled"):
+        LLM_CALLS.labels(provider=model.provider, status=status)
+    LLM_DURATION.labels(provider=model.provider)
+    return model
