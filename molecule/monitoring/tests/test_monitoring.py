@@ -23,7 +23,9 @@ testinfra_hosts = ["ansible://mon-prom"]
 PROM, APP = "mon-prom", "mon-app"
 RECEIVED = "/var/log/alerts.jsonl"
 SITE = "https://agent.vmstack.test"
-SECRETS = ["molecule-pg-password-3f8d2e61", "molecule-redis-password-b94a07d2", "molecule-secret-key-7c1e9a4b"]
+MONITOR_PASSWORD = "molecule-monitor-password-6a1f0c2e"
+SECRETS = ["molecule-pg-password-3f8d2e61", "molecule-redis-password-b94a07d2", "molecule-secret-key-7c1e9a4b",
+           MONITOR_PASSWORD]
 
 
 def sh(vm: str, command: str, *, check: bool = True, stdin: str | None = None, timeout: int = 300) -> str:
@@ -263,3 +265,26 @@ def test_no_secret_in_any_process_environment_or_world_readable_file():
     assert modes.split("\n")[:2] == ["640 root:prometheus /etc/prometheus/postgres-exporter.pass",
                                      "640 root:prometheus /etc/prometheus/redis-exporter.json"]
     assert value('pg_up{host="mon-app"}') == 1 and value('redis_up{host="mon-app"}') == 1
+
+
+def test_prometheus_exposed_through_nginx_asks_for_a_user():
+    """The `monitor` site: nginx over TLS in front of the monitoring host's Prometheus, basic auth."""
+    url = "https://monitor.vmstack.test/api/v1/status/buildinfo"
+    codes = [sh(APP, f"curl -sk -o /dev/null -w '%{{http_code}}' {auth} {url}")
+             for auth in ("", "-u ops:wrong", "-u nobody:" + MONITOR_PASSWORD, "-u ops:" + MONITOR_PASSWORD)]
+    print(f"no user, a wrong password, an unknown user, the right one: {codes}")
+    assert codes == ["401", "401", "401", "200"]
+    assert sh(APP, "curl -sk -o /dev/null -w '%{http_code}' https://monitor.vmstack.test/nginx-health") == "200"
+    line = sh(APP, "stat -c '%a %U:%G' /etc/nginx/vmstack-auth/monitor.htpasswd && cat /etc/nginx/vmstack-auth/monitor.htpasswd")
+    assert line.startswith("640 root:www-data\nops:$6$"), line
+    assert MONITOR_PASSWORD not in line
+
+
+def test_a_basic_auth_entry_without_a_password_is_refused_before_nginx_changes():
+    before = sh(APP, "sha256sum /etc/nginx/vmstack/sites.conf /etc/nginx/vmstack-auth/monitor.htpasswd")
+    site = {"name": "monitor", "server_names": ["monitor.vmstack.test"], "tls_source": "selfsigned",
+            "upstreams": ["127.0.0.1:9090"], "basic_auth": [{"user": "ops", "password": ""}]}
+    result = run_playbook(PROJECT_DIR / "playbooks/nginx.yml", {"vmstack_sites": [site]}, args=["--limit", APP])
+    assert result.returncode != 0, result.stdout[-3000:]
+    assert "basic_auth of sites: monitor needs" in result.stdout, result.stdout[-3000:]
+    assert sh(APP, "sha256sum /etc/nginx/vmstack/sites.conf /etc/nginx/vmstack-auth/monitor.htpasswd") == before
