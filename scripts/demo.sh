@@ -75,7 +75,8 @@ The reference stack answers over HTTPS on the VM "$VM" ($ADDRESS), behind nginx:
   https://$NAME/   (/ready /v1/agent/invoke /v1/agent/stream; trust $DEMO/ca.pem, resolve $NAME to $ADDRESS)
   SSH            ssh -i $DEMO/id_ed25519 -o UserKnownHostsFile=$DEMO/known_hosts deploy@$ADDRESS
   Compose        ssh ... sudo docker compose --project-directory /opt/agent ps
-  Prometheus     ssh -L 9090:127.0.0.1:9090 ... then http://127.0.0.1:9090/alerts (Alertmanager: 9093)
+  Targets        ssh ... promtool query instant http://127.0.0.1:9090 up
+  Alerts         ssh ... amtool alert query --alertmanager.url=http://127.0.0.1:9093
   Logs           ssh ... sudo journalctl COM_DOCKER_COMPOSE_PROJECT=agent -g <request id>
   Remove it      scripts/demo.sh down
 TXT

@@ -120,7 +120,9 @@ def run_aliases(host: str, cases: dict[str, dict], *, role: str | None = None, p
 def recap(result: subprocess.CompletedProcess) -> dict:
     """host -> {ok, changed, failed, ...} from a finished run's PLAY RECAP."""
     counts = {}
-    for line in result.stdout.split("PLAY RECAP")[-1].splitlines():
+    # (colour codes too: molecule forces colour outside CI, and a run it starts inherits that)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    for line in text.split("PLAY RECAP")[-1].splitlines():
         match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
         if match:
             counts[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}

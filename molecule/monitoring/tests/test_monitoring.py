@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bedtest import PROJECT_DIR, run_playbook
+from bedtest import PROJECT_DIR, recap, run_playbook
 
 testinfra_hosts = ["ansible://mon-prom"]
 
@@ -240,9 +240,14 @@ def test_bad_input_fails_and_prometheus_keeps_its_config(case, extra_vars, messa
     assert value('up{job="prometheus"}') == 1
 
 
-def test_no_secret_in_the_ansible_log():
+def test_no_secret_in_the_ansible_log_nor_in_a_vvv_dry_run():
+    """-vvv prints every loop item whole: the basic auth passwords and the exporters' must not be in one."""
+    result = run_playbook(PROJECT_DIR / "playbooks/deploy.yml", args=["--check", "--diff", "-vvv", "--limit", APP,
+                                                                      "--tags", "nginx,monitoring"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert recap(result)[APP]["changed"] == 0, result.stdout[-3000:]
     log = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ansible.log").read_text(errors="replace")
-    assert [s for s in SECRETS if s in log] == []
+    assert [s for s in SECRETS if s in log or s in result.stdout] == []
 
 
 def test_a_request_id_is_found_in_the_central_journal():
