@@ -113,8 +113,11 @@ def test_managed_database_shared_by_two_hosts(host):
     vm = host.backend.get_hostname()
     common = {"app_user": "agent", "app_api_replicas": 1, "app_worker_enabled": False, "app_data_volumes": [],
               "app_redis_password": "", "app_database_url": f"postgresql://ext:ext-secret-5c2@{gateway}:15432/ext"}
-    projects = {"x": {**common, "app_name": "agentx", "app_api_ports": [8101]},
-                "y": {**common, "app_name": "agenty", "app_api_ports": [8201]}}
+    # (each app on the host needs its own loopback ports for PostgreSQL and Redis, as for its replicas)
+    projects = {"x": {**common, "app_name": "agentx", "app_api_ports": [8101], "app_worker_metrics_port": 9541,
+                      "app_redis_host_port": 6381, "app_postgres_host_port": 5441},
+                "y": {**common, "app_name": "agenty", "app_api_ports": [8201], "app_worker_metrics_port": 9542,
+                      "app_redis_host_port": 6382, "app_postgres_host_port": 5442}}
 
     def deploy(only=None, **changes):
         result, outputs = run_aliases(vm, {k: {**v, **changes.get(k, {})} for k, v in projects.items()}, role="app",
