@@ -18,74 +18,10 @@ from pathlib import Path
 import pytest
 
 from bedtest import PROJECT_DIR, recap, run_playbook
+from scenario import (APP, MONITOR_PASSWORD, PROM, SECRETS, SITE, delivered, invoke, query, sh, value,
+                      wait_delivered, wait_for)
 
 testinfra_hosts = ["ansible://mon-prom"]
-
-PROM, APP = "mon-prom", "mon-app"
-RECEIVED = "/var/log/alerts.jsonl"
-SITE = "https://agent.vmstack.test"
-MONITOR_PASSWORD = "molecule-monitor-password-6a1f0c2e"
-SECRETS = ["molecule-pg-password-3f8d2e61", "molecule-redis-password-b94a07d2", "molecule-secret-key-7c1e9a4b",
-           MONITOR_PASSWORD]
-
-
-def sh(vm: str, command: str, *, check: bool = True, stdin: str | None = None, timeout: int = 300) -> str:
-    result = subprocess.run(["docker", "exec", "-i", vm, "bash", "-c", command], input=stdin, text=True,
-                            capture_output=True, timeout=timeout, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{vm}: {command}: rc={result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result.stdout
-
-
-def query(expr: str) -> list[dict]:
-    out = sh(PROM, "curl -sf -G http://127.0.0.1:9090/api/v1/query --data-urlencode query@-", stdin=expr)
-    return json.loads(out)["data"]["result"]
-
-
-def value(expr: str) -> float:
-    result = query(expr)
-    return float(result[0]["value"][1]) if result else 0.0
-
-
-def wait_for(predicate, timeout: float, interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(interval)
-
-
-def notifications() -> list[dict]:
-    """Every alert the receiver got: alertname, status, labels, time received."""
-    out = sh(PROM, f"cat {RECEIVED} 2>/dev/null || true")
-    return [{"alertname": a["labels"]["alertname"], "status": a["status"], "labels": a["labels"],
-             "at": body["received_at"]}
-            for body in map(json.loads, out.splitlines()) for a in body["alerts"]]
-
-
-def delivered(alertname: str, status: str, since: float, **labels: str) -> float | None:
-    """Seconds from `since` until the receiver got this alert in this status, or None."""
-    for n in notifications():
-        if (n["alertname"] == alertname and n["status"] == status and n["at"] >= since
-                and all(n["labels"].get(k) == v for k, v in labels.items())):
-            return n["at"] - since
-    return None
-
-
-def invoke(texts: list[str], pause: float = 0) -> list[str]:
-    """POST each text to /v1/agent/invoke through nginx over TLS, `pause` seconds apart; the status codes."""
-    script = f"\nsleep {pause}\n".join(
-        f"curl -sk -o /dev/null -w '%{{http_code}}\\n' -H 'Content-Type: application/json' "
-        f"-d '{json.dumps({'input': t})}' {SITE}/v1/agent/invoke" for t in texts)
-    return sh(APP, script).split()
-
-
-def wait_delivered(wanted: dict[str, tuple[float, dict]], status: str, timeout: float) -> dict[str, float | None]:
-    """Alert name -> seconds until the receiver got it in `status` (after its own start time), or None."""
-    def check():
-        return {name: delivered(name, status, since, **labels) for name, (since, labels) in wanted.items()}
-    return wait_for(lambda: (lambda got: got if None not in got.values() else None)(check()), timeout, 3) or check()
 
 
 def test_configs_pass_the_daemons_own_checks():
@@ -129,16 +65,17 @@ def test_one_scrape_counts_every_worker_of_every_replica():
 def test_faults_reach_the_receiver_and_resolve():
     """Each fault the alerts name, injected on the real stack, delivered within 3 minutes; then resolved."""
     now = time.time()
-    # A backup that last succeeded two days ago, allowed 26 hours.
-    sh(APP, "cat > /var/lib/prometheus/node-exporter/vmstack_backup.prom.tmp <<EOF\n"
-            f'vmstack_backup_last_success_timestamp_seconds{{app="agent"}} {now - 2 * 86400:.0f}\n'
-            'vmstack_backup_max_age_seconds{app="agent"} 93600\n'
-            'vmstack_backup_last_exit_status{app="agent"} 0\n'
-            'vmstack_backup_duration_seconds{app="agent"} 12.5\n'
-            'vmstack_backup_bytes_added{app="agent"} 1048576\n'
-            'vmstack_backup_snapshots{app="agent"} 3\n'
+    # A second backup job (its own app label: mon-app's real one is fresh) that last
+    # succeeded two days ago, allowed 26 hours.
+    sh(APP, "cat > /var/lib/prometheus/node-exporter/vmstack_backup_legacy.prom.tmp <<EOF\n"
+            f'vmstack_backup_last_success_timestamp_seconds{{app="legacy"}} {now - 2 * 86400:.0f}\n'
+            'vmstack_backup_max_age_seconds{app="legacy"} 93600\n'
+            'vmstack_backup_last_exit_status{app="legacy"} 0\n'
+            'vmstack_backup_duration_seconds{app="legacy"} 12.5\n'
+            'vmstack_backup_bytes_added{app="legacy"} 1048576\n'
+            'vmstack_backup_snapshots{app="legacy"} 3\n'
             "EOF\n"
-            "mv /var/lib/prometheus/node-exporter/vmstack_backup.prom.tmp /var/lib/prometheus/node-exporter/vmstack_backup.prom")
+            "mv /var/lib/prometheus/node-exporter/vmstack_backup_legacy.prom.tmp /var/lib/prometheus/node-exporter/vmstack_backup_legacy.prom")
     # The LLM provider fails for 20 runs over about 15 s (the 40 before succeeded).
     codes = invoke([f"llm-outage {i} {now}" for i in range(20)], pause=0.75)
     assert set(codes) == {"502"}, codes
@@ -146,7 +83,7 @@ def test_faults_reach_the_receiver_and_resolve():
     # (the certificate and the watchdog fire from the start: since the deploy)
     times = wait_delivered({
         "ApiReplicaDown": (now, {"replica": "api-2"}), "ContainerUnhealthy": (now, {"container": "agent-probe"}),
-        "LlmHighErrorRatio": (now, {"app": "agent"}), "BackupTooOld": (now, {"app": "agent"}),
+        "LlmHighErrorRatio": (now, {"app": "agent"}), "BackupTooOld": (now, {"app": "legacy"}),
         "CertificateExpiringSoon": (now - 3600, {"instance": f"{SITE}/ready"}), "Watchdog": (now - 3600, {}),
     }, "firing", 180)
 
