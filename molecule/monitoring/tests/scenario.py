@@ -11,7 +11,8 @@ RECEIVED = "/var/log/alerts.jsonl"
 SITE = "https://agent.vmstack.test"
 MONITOR_PASSWORD = "molecule-monitor-password-6a1f0c2e"
 SECRETS = ["molecule-pg-password-3f8d2e61", "molecule-redis-password-b94a07d2", "molecule-secret-key-7c1e9a4b",
-           MONITOR_PASSWORD, "molecule-backup-password-5d2c8e17"]
+           MONITOR_PASSWORD, "molecule-backup-password-5d2c8e17",
+           "molecule-backup-password-rotated-91c3e7"]
 
 
 def sh(vm: str, command: str, *, check: bool = True, stdin: str | None = None, timeout: int = 300) -> str:

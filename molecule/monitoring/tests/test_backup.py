@@ -223,6 +223,35 @@ def test_a_wrong_repository_password_fails_the_run_sets_the_metric_and_alerts():
         APP, "cat /var/lib/prometheus/node-exporter/vmstack_backup_agent.prom")
 
 
+ROTATED = "molecule-backup-password-rotated-91c3e7"
+RESTIC = ("python3 -c 'import json, shlex; c = json.load(open(\"/etc/vmstack/backup/agent.json\")); "
+          "print(shlex.join([\"restic\", \"-r\", c[\"repository\"], *c[\"restic_options\"]]))'")
+
+
+def opens_with(password: str) -> bool:
+    """Does this password open the repository (restic cat config)?"""
+    rc, _ = subprocess_rc(APP, f"printf %s {password} > /root/try.pw && eval \"$({RESTIC}) --password-file /root/try.pw"
+                               f" cat config\" >/dev/null; rc=$?; rm -f /root/try.pw; exit $rc")
+    return rc == 0
+
+
+def test_a_new_repository_password_is_rolled_in_and_the_old_one_no_longer_opens_it():
+    old = "molecule-backup-password-5d2c8e17"
+    rotated = run_role(APP, "backup", {"backup_password": ROTATED})
+    assert rotated.returncode == 0, rotated.stdout[-2000:]
+    assert recap(rotated)[APP]["failed"] == 0
+    try:
+        assert opens_with(ROTATED) and not opens_with(old)
+        backup_now()
+    finally:
+        back = run_role(APP, "backup", {})
+        assert back.returncode == 0, back.stdout[-2000:]
+    assert opens_with(old) and not opens_with(ROTATED)
+    assert sh(APP, "restic version >/dev/null; ls /etc/vmstack/backup").split() == [
+        "agent.env", "agent.json", "agent.password", "known_hosts"]
+    print(f"\nthe password rotated and back: each run replaced the repository's key ({len(runs())} runs readable)")
+
+
 BAD_RESTORES = {
     "no-confirmation": ({}, "Confirm with -e backup_restore_confirm=agent. Nothing was changed."),
     "another-app": ({"backup_restore_confirm": "billing"}, "Confirm with -e backup_restore_confirm=agent"),

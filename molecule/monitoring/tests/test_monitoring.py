@@ -66,16 +66,15 @@ def test_faults_reach_the_receiver_and_resolve():
     """Each fault the alerts name, injected on the real stack, delivered within 3 minutes; then resolved."""
     now = time.time()
     # A second backup job (its own app label: mon-app's real one is fresh) that last
-    # succeeded two days ago, allowed 26 hours.
-    sh(APP, "cat > /var/lib/prometheus/node-exporter/vmstack_backup_legacy.prom.tmp <<EOF\n"
-            f'vmstack_backup_last_success_timestamp_seconds{{app="legacy"}} {now - 2 * 86400:.0f}\n'
-            'vmstack_backup_max_age_seconds{app="legacy"} 93600\n'
-            'vmstack_backup_last_exit_status{app="legacy"} 0\n'
-            'vmstack_backup_duration_seconds{app="legacy"} 12.5\n'
-            'vmstack_backup_bytes_added{app="legacy"} 1048576\n'
-            'vmstack_backup_snapshots{app="legacy"} 3\n'
-            "EOF\n"
-            "mv /var/lib/prometheus/node-exporter/vmstack_backup_legacy.prom.tmp /var/lib/prometheus/node-exporter/vmstack_backup_legacy.prom")
+    # succeeded two days ago, allowed 26 hours; typed as vmstack-backup types them (the
+    # node exporter drops a metric whose files disagree on its type).
+    stale = {"last_success_timestamp_seconds": f"{now - 2 * 86400:.0f}", "max_age_seconds": 93600,
+             "last_exit_status": 0, "duration_seconds": 12.5, "bytes_added": 1048576, "snapshots": 3}
+    metrics = "".join(f'# TYPE vmstack_backup_{k} gauge\nvmstack_backup_{k}{{app="legacy"}} {v}\n'
+                      for k, v in stale.items())
+    sh(APP, "cat > /var/lib/prometheus/node-exporter/vmstack_backup_legacy.prom.tmp && mv "
+            "/var/lib/prometheus/node-exporter/vmstack_backup_legacy.prom.tmp "
+            "/var/lib/prometheus/node-exporter/vmstack_backup_legacy.prom", stdin=metrics)
     # The LLM provider fails for 20 runs over about 15 s (the 40 before succeeded).
     codes = invoke([f"llm-outage {i} {now}" for i in range(20)], pause=0.75)
     assert set(codes) == {"502"}, codes
