@@ -262,6 +262,11 @@ def test_an_upgrade_under_load_restarts_one_process_at_a_time_and_fails_no_reque
     nginx over TLS: each API process drained in nginx, restarted and gated on /ready, one at a time,
     then the worker and beat; Redis takes its new password without a restart. Then the rollback by
     the release link, the passwords rotated back (below)."""
+    if "bookworm" in name(host):
+        # The release path is the same tasks on both hosts; under load it costs about 250 s a host, so it
+        # runs on Debian 13 only (the suite's budget, docs/benchmarks.md). Debian 12 still installs,
+        # restarts one changed program, recovers killed processes and refuses a release that cannot install.
+        pytest.skip("the release under load runs on sv-trixie (the suite's budget)")
     base = {"app_worker_concurrency": 3}  # (what the test above left)
     before = pids(host)
     out = hey(host, 300, 50, out="/root/hey-upgrade.txt")
