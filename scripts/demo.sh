@@ -78,5 +78,6 @@ The reference stack answers over HTTPS on the VM "$VM" ($ADDRESS), behind nginx:
   Targets        ssh ... promtool query instant http://127.0.0.1:9090 up
   Alerts         ssh ... amtool alert query --alertmanager.url=http://127.0.0.1:9093
   Logs           ssh ... sudo journalctl COM_DOCKER_COMPOSE_PROJECT=agent -g <request id>
+  Backups        ssh ... sudo vmstack-backup run agent; sudo vmstack-backup snapshots agent; sudo vmstack-backup drill agent
   Remove it      scripts/demo.sh down
 TXT
