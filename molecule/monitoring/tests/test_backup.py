@@ -184,7 +184,8 @@ def test_the_timer_fires_and_prometheus_reads_the_metrics():
     seen = wait_for(lambda: (lambda r: r if r and float(r[0]["value"][1]) >= since else None)(query(expr)), 60)
     assert seen, query(expr)
     print(f"\nthe timer's run was scraped: {expr} = {float(seen[0]['value'][1]):.0f} (>= {since:.0f})")
-    assert sh(APP, "systemctl show -P NextElapseUSecRealtime vmstack-backup-agent.timer").strip() != ""
+    assert sh(APP, "systemctl show -P NextElapseUSecRealtime vmstack-backup-agent.timer").strip() != "", \
+        "the timer is not scheduled again after its calendar changed back"
     assert "OnCalendar=*-*-* 03:00:00" in sh(APP, "cat /etc/systemd/system/vmstack-backup-agent.timer")
 
 
