@@ -11,6 +11,7 @@ import json
 import re
 import time
 
+import restorecheck
 from bedtest import PROJECT_DIR, recap, run_aliases, run_playbook, run_role
 from scenario import APP, delivered, query, sh, wait_for
 
@@ -20,15 +21,6 @@ UNIT = "vmstack-backup-agent.service"
 RESTORE = PROJECT_DIR / "playbooks" / "restore.yml"
 REDIS = "(echo \"AUTH $(cat /opt/agent/secrets/redis_password)\"; cat) | docker exec -i agent-redis redis-cli --no-auth-warning"
 VOLUME = "$(docker volume inspect -f '{{.Mountpoint}}' agent_data)"
-# What the tests load: (table rows, files, Redis keys) per batch.
-TABLE_STATE = """
-SELECT string_agg(format('%s %s %s', c.relname, s.n, s.sum), E'\\n' ORDER BY c.relname)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
-LATERAL (SELECT (xpath('//n/text()', x))[1]::text AS n, (xpath('//s/text()', x))[1]::text AS sum
-         FROM query_to_xml(format('SELECT count(*) AS n, coalesce(md5(string_agg(t::text, %L ORDER BY t::text)), %L) AS s
-                                   FROM %I.%I t', '|', '-', n.nspname, c.relname), false, false, '') x) s
-WHERE n.nspname = 'public' AND c.relkind = 'r'
-"""
 
 
 def psql(sql: str, db: str = "agent") -> str:
@@ -40,23 +32,12 @@ def redis(*commands: str) -> list[str]:
 
 
 def state() -> dict:
-    """Every app table's row count and checksum, the test keys of Redis and their values, the data files' hashes."""
-    tables = dict(line.split(" ", 1) for line in psql(TABLE_STATE).splitlines())
-    digest = ("local k = redis.call('KEYS', 'test:*') table.sort(k) local h = {} "
-              "for _, key in ipairs(k) do h[#h + 1] = key .. '=' .. redis.call('GET', key) end "
-              "return #k .. ' ' .. redis.sha1hex(table.concat(h, ','))")
-    keys = redis(f'EVAL "{digest}" 0')[0]
-    files = sh(APP, f"cd {VOLUME} && find . -type f | wc -l && find . -type f -print0 | sort -z | xargs -0r sha256sum"
-                    " | sha256sum").split()
-    return {"tables": tables, "redis test keys": keys, "files": f"{files[0]} {files[1][:16]}"}
+    return restorecheck.state(psql, redis, lambda script: sh(APP, script), VOLUME)
 
 
 def load(batch: str, rows: int, files: int, keys: int) -> None:
-    psql(f"INSERT INTO agent_runs (id, thread_id, input, output, status, source) "
-         f"SELECT gen_random_uuid(), '{batch}-' || (g % 97), repeat(md5(g::text), 6), md5('{batch}' || g), "
-         f"'succeeded', 'api' FROM generate_series(1, {rows}) g")
-    sh(APP, f"mkdir -p {VOLUME}/{batch} && for i in $(seq 1 {files}); do head -c $((RANDOM * 3)) /dev/urandom "
-            f"> {VOLUME}/{batch}/doc-$i.bin; done && chown -R 10001:10001 {VOLUME}/{batch}")
+    psql(restorecheck.load_sql(batch, rows))
+    sh(APP, restorecheck.load_files_script(VOLUME, batch, files, "10001:10001"))
     redis(*(f"SET test:{batch}:{i} {batch}-value-{i}" for i in range(keys)))
 
 
@@ -83,15 +64,6 @@ def destroy() -> None:
             " && docker volume rm agent_data")
     psql("DROP DATABASE agent WITH (FORCE)", db="postgres")
     redis("FLUSHALL")
-
-
-def show(title: str, before: dict, after: dict) -> None:
-    print(f"\n--- {title}")
-    for name in sorted(before["tables"]):
-        b, a = before["tables"][name], after["tables"].get(name, "missing")
-        print(f"  table {name:24} {b:44} {'identical' if a == b else 'DIFFERS: ' + a}")
-    for key in ("redis test keys", "files"):
-        print(f"  {key:30} {before[key]:44} {'identical' if after[key] == before[key] else 'DIFFERS: ' + after[key]}")
 
 
 def test_the_repository_is_off_the_host_encrypted_and_holds_no_plain_secret():
@@ -124,7 +96,7 @@ def test_a_round_trip_restores_every_row_file_and_key_after_everything_was_destr
     out = restore(first["run"])
     took = time.monotonic() - started
     after = state()
-    show(f"round trip: run {first['run']} restored by playbooks/restore.yml in {took:.1f} s "
+    restorecheck.show(f"round trip: run {first['run']} restored by playbooks/restore.yml in {took:.1f} s "
          f"(a safety run first, then the restore, gated on /ready)", before, after)
     assert after == before
     assert "Every replica answers /ready" in out
@@ -146,7 +118,7 @@ def test_point_in_time_an_earlier_run_drops_later_data_and_a_later_time_brings_i
     # by snapshot id (a prefix of the first run's database snapshot)
     restore(first["parts"]["postgres"][:10])
     got = state()
-    show(f"point in time: run {first['run']} restored by snapshot id after run {second['run']}", earlier, got)
+    restorecheck.show(f"point in time: run {first['run']} restored by snapshot id after run {second['run']}", earlier, got)
     assert got == earlier
     assert psql(f"SELECT count(*) FROM agent_runs WHERE thread_id LIKE '{batch}-%'") == "0"
     assert sh(APP, f"test -e {VOLUME}/{batch} && echo present || echo gone").strip() == "gone"

@@ -16,7 +16,8 @@ PORTS = [8001, 8002, 8003]
 API = [f"agent-api-{n}" for n in (1, 2, 3)]
 PROGRAMS = [*API, "agent-worker", "agent-beat"]
 SITE = "https://agent.vmstack.test"
-SECRETS = ["molecule-secret-key-7c1e9a4b", "molecule-pg-password-3f8d2e61", "molecule-redis-password-b94a07d2"]
+SECRETS = ["molecule-secret-key-7c1e9a4b", "molecule-pg-password-3f8d2e61", "molecule-redis-password-b94a07d2",
+           "molecule-backup-password-9a4e7c21"]
 
 
 def name(host) -> str:
