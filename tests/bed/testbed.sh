@@ -216,12 +216,17 @@ DOCKERFILE
   log "built $tag"
 }
 
-build_dockerfile() { # tag context [extra hash inputs...]
-  local tag=$1 ctx=$2 hash; shift 2
-  hash=$(recipe_hash "$ctx/Dockerfile" $(find "$ctx" -maxdepth 1 -type f -name '*.sh' | sort) <(base_id) "$@")
+build_dockerfile() { # tag context [BASE_IMAGE=... and other build arguments]
+  local tag=$1 ctx=$2 hash base=vmstack/base:bookworm arg build_args=(); shift 2
+  for arg in "$@"; do
+    build_args+=(--build-arg "$arg")
+    [[ $arg != BASE_IMAGE=* ]] || base=${arg#BASE_IMAGE=}
+  done
+  hash=$(recipe_hash "$ctx/Dockerfile" $(find "$ctx" -maxdepth 1 -type f -name '*.sh' | sort) \
+         <(docker image inspect -f '{{.Id}}' "$base") <([ $# -eq 0 ] || echo "$@"))
   if image_current "$tag" "$hash"; then log "$tag is cached"; return; fi
   log "building $tag"
-  docker build -q --label "vmstack.recipe=$hash" -t "$tag" "$ctx" >/dev/null
+  docker build -q "${build_args[@]}" --label "vmstack.recipe=$hash" -t "$tag" "$ctx" >/dev/null
   log "built $tag"
 }
 
@@ -277,6 +282,10 @@ fixtures() {
   # Everything a stack VM runs, in one tarball (the air-gapped path).
   save_images stack.tar "${images[@]}"
   rm -f "$IMAGE_DIR"/postgres.tar* "$IMAGE_DIR"/redis.tar* "$IMAGE_DIR"/agent-app.tar*
+  # The next PostgreSQL major from Debian 13's packages, for the upgrade through
+  # dump and restore (molecule/app); its own tarball, loaded only there.
+  build_dockerfile vmstack/postgres:17 "$BED/images/postgres" BASE_IMAGE=vmstack/debian:trixie PG_MAJOR=17
+  save_images postgres17.tar vmstack/postgres:17
 }
 
 # The Supervisor runtime's air-gapped install: per target Python, a
