@@ -2,12 +2,13 @@
 idempotence, targeted recreation, bad input."""
 
 import json
+import os
 import re
 import shlex
-import uuid
 
 import pytest
 import bedtest
+import restorecheck
 from bedtest import run_aliases, run_cases, run_role, wait_for
 
 ROOT = "/opt/agent"
@@ -264,6 +265,72 @@ def test_image_change_recreates_app_services_and_keeps_previous_release(host):
     assert previous["release"]["image"] == "vmstack/agent-app:0.1.0"
     # (late in the module: the tests after it do not need release 0.1.0 back)
 
+
+
+def test_postgres_major_upgrade_through_dump_and_restore_keeps_every_row(host):
+    """15 to 17 (Debian 12's and 13's packages): refused without app_postgres_upgrade, then
+    upgraded with it; every table identical by a checksum of its own, the old data kept."""
+    name = host.backend.get_hostname()
+    psql(host, restorecheck.load_sql("upgrade", 3000))
+    before = psql(host, restorecheck.TABLE_STATE)
+    assert "agent_runs 30" in before  # (3000 and the runs of the tests before)
+    image_dir = os.environ.get("VMSTACK_IMAGE_DIR") or str(bedtest.PROJECT_DIR / "build" / "images")
+    upgrade = {"app_image": "vmstack/agent-app:0.1.1", "app_log_level": "DEBUG",
+               "app_postgres_image": "vmstack/postgres:17",
+               "app_image_archives": {"vmstack/postgres:17": f"{image_dir}/postgres17.tar"}}
+    host.check_output("docker tag vmstack/agent-app:0.1.0 vmstack/agent-app:0.1.1")  # (as the test before)
+    run_role(name, "app", {k: upgrade[k] for k in ("app_image", "app_log_level")})
+    project = f"sha256sum {ROOT}/compose.yaml {ROOT}/app.env {SECRET_FILES}/*"
+    stack_before = (container_ids(host), host.check_output(project))
+
+    refused = run_role(name, "app", upgrade)
+    assert refused.returncode != 0
+    assert "is PostgreSQL 15 and app_postgres_image (vmstack/postgres:17) is PostgreSQL 17" in " ".join(refused.stdout.split())
+    # (the new image was loaded: that is all)
+    assert (container_ids(host), host.check_output(project)) == stack_before
+    assert psql(host, "SHOW server_version_num").startswith("15")
+
+    # An extension PostgreSQL 17 no longer has makes the load fail half-way: the old data goes
+    # back, the previous release runs on 15 again, every row where it was.
+    psql(host, "CREATE EXTENSION old_snapshot")
+    with_extension = psql(host, restorecheck.TABLE_STATE)
+    failed = run_role(name, "app", {**upgrade, "app_postgres_upgrade": True})
+    assert failed.returncode != 0
+    message = " ".join(failed.stdout.split())
+    stop = re.search(r"app: release \S+ of agent was not deployed: .*?put back[^.]*\.[^.]*\.", message)
+    assert stop and 'extension "old_snapshot" is not available' in stop[0], failed.stdout[-3000:]
+    assert psql(host, "SHOW server_version_num").startswith("15")
+    assert psql(host, restorecheck.TABLE_STATE) == with_extension
+    for port in (8001, 8002):
+        assert wait_for(lambda: http(host, "GET", f"http://127.0.0.1:{port}/ready")[0] == 200, 60), port
+    psql(host, "DROP EXTENSION old_snapshot")
+
+    result = run_role(name, "app", {**upgrade, "app_postgres_upgrade": True})
+    assert result.returncode == 0, result.stdout[-3000:]
+    report = re.search(r"PostgreSQL 15 upgraded to 17 in [0-9.]+ s[^\"]*", " ".join(result.stdout.split()))
+    print(f"\n--- {report[0] if report else result.stdout[-1500:]}")
+    assert report and "every table identical" in report[0]
+    assert psql(host, "SHOW server_version_num").startswith("17")
+    after = psql(host, restorecheck.TABLE_STATE)
+    for line in before.splitlines():
+        print(f"  {line:60} {'identical' if line in after.splitlines() else 'DIFFERS'}")
+    assert after == before
+    kept = [record_volume := json.loads(host.file(f"{ROOT}/postgres-upgrade.json").content_string)["old_data_volume"]]
+    assert record_volume in host.check_output("docker volume ls -q --filter name=agent_postgres-data-15-").split()
+    assert host.check_output(f"cat $(docker volume inspect -f '{{{{.Mountpoint}}}}' {kept[0]})/PG_VERSION") == "15"
+    record = json.loads(host.file(f"{ROOT}/postgres-upgrade.json").content_string)
+    assert (record["from"], record["to"], record["old_data_volume"]) == (15, 17, kept[0])
+    for port in (8001, 8002):
+        status, body = http(host, "GET", f"http://127.0.0.1:{port}/ready")
+        assert status == 200, body
+    status, body = http(host, "POST", "http://127.0.0.1:8001/v1/agent/invoke", {"input": "after the upgrade"})
+    assert status == 200, body
+    assert psql(host, "SELECT count(*) FROM agent_runs WHERE input = 'after the upgrade'") == "1"
+
+    again = run_role(name, "app", {**upgrade, "app_postgres_upgrade": True})
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert bedtest.recap(again)[name]["changed"] == 0, again.stdout[-3000:]
+    assert len(host.check_output("docker volume ls -q --filter name=agent_postgres-data-15-").split()) == 2  # (both attempts')
 
 def test_secrets_appear_nowhere_else(host):
     inspect = host.check_output("docker inspect $(docker ps -aq)")
