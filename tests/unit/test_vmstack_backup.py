@@ -131,3 +131,32 @@ def test_the_summary_of_restic_json_output_is_found_after_status_lines():
     out = b'{"message_type":"status","percent_done":0.5}\n{"message_type":"summary","snapshot_id":"abc","data_added":42}\n'
     assert vb.restic_summary(out) == {"message_type": "summary", "snapshot_id": "abc", "data_added": 42}
     assert vb.restic_summary(b"garbage\n") == {}
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("postgresql://ext:s3cr%3At@db.example.com:5432/app?sslmode=require",
+     {"url": "postgresql://ext@db.example.com:5432/app?sslmode=require", "password": "s3cr:t", "user": "ext",
+      "db": "app"}),
+    # several servers, the password and the user as options, the database as the user's name
+    ("postgres://h1:5432,h2:5433/?user=app&password=p%40ss&target_session_attrs=read-write",
+     {"url": "postgres://h1:5432,h2:5433/?user=app&target_session_attrs=read-write", "password": "p@ss",
+      "user": "app", "db": "app"}),
+    ("postgresql://ext:pw@[2001:db8::1]:6432/runs?dbname=other",
+     {"url": "postgresql://ext@[2001:db8::1]:6432/runs?dbname=other", "password": "pw", "user": "ext",
+      "db": "other"}),
+])
+def test_a_managed_database_url_splits_into_what_may_be_shown_and_its_password(url, expected):
+    parts = vb.split_database_url(url)
+    assert parts == expected
+    assert expected["password"] not in parts["url"]
+
+
+@pytest.mark.parametrize("url", ["mysql://u:p@h/db", "postgresql:///db", "postgresql://h/"])
+def test_a_url_that_names_no_postgresql_user_or_database_is_refused_without_its_value(url):
+    with pytest.raises(vb.BackupError) as exc:
+        vb.split_database_url(url)
+    assert url not in str(exc.value)
+
+
+def test_the_pgpass_line_escapes_what_libpq_reads_as_separators():
+    assert vb.pgpass_line("a:b\\c") == "*:*:*:*:a\\:b\\\\c\n"
