@@ -49,10 +49,10 @@ def state(psql: Callable[[str], str], redis: Callable[..., list[str]], shell: Ca
 
 
 def show(title: str, before: dict, after: dict) -> None:
-    """Print the comparison, one line per table, then the keys and the files."""
+    """Print the comparison, one line per table, then the keys and the files (those compared)."""
     print(f"\n--- {title}")
     for name in sorted(before["tables"]):
         b, a = before["tables"][name], after["tables"].get(name, "missing")
         print(f"  table {name:24} {b:44} {'identical' if a == b else 'DIFFERS: ' + a}")
-    for key in ("redis test keys", "files"):
+    for key in [k for k in ("redis test keys", "files") if k in before]:
         print(f"  {key:30} {before[key]:44} {'identical' if after[key] == before[key] else 'DIFFERS: ' + after[key]}")

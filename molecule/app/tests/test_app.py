@@ -1,6 +1,7 @@
 """The app stack as a Compose project: health, real requests, secrets,
 idempotence, targeted recreation, bad input."""
 
+import base64
 import json
 import os
 import re
@@ -202,6 +203,112 @@ def test_managed_database_shared_by_two_hosts(host):
             host.run(f"systemctl disable --now vmstack-autoheal-{project};"
                      f" rm -f /etc/systemd/system/vmstack-autoheal-{project}.service && systemctl daemon-reload;"
                      f" docker compose --project-directory /opt/{project} down -v --remove-orphans; rm -rf /opt/{project}")
+
+
+def test_managed_database_backup_round_trip(host, tmp_path):
+    """A managed database (a PostgreSQL outside the stack, reached over the VM's address) backed up
+    by the backup role with pg_dump from the stack's PostgreSQL image, its password in a pgpass
+    file and in no argv, no settings file and no container left behind; drilled into a throw-away
+    server; then, after later writes and a table of its own, restored in place by
+    playbooks/restore.yml: every table as backed up, the later table gone, the app ready and
+    writing. A managed database cannot be dropped and created again, so the load replaces what
+    the app's user owns in one transaction."""
+    gateway = host.check_output("ip -4 -o addr show docker0 | awk '{print $4}' | cut -d/ -f1")
+    vm = host.backend.get_hostname()
+    host.run("docker rm -f extdb")
+    host.check_output("docker run -d --name extdb -p 15432:5432 -e POSTGRES_USER=ext -e POSTGRES_DB=ext "
+                      "-e POSTGRES_PASSWORD=ext-secret-5c2 vmstack/postgres:15")
+    settings = {"app_name": "agentx", "app_user": "agent", "app_api_replicas": 1, "app_api_ports": [8101],
+                "app_worker_enabled": False, "app_data_volumes": [], "app_redis_password": "",
+                "app_redis_host_port": 6381, "app_postgres_host_port": 5441,
+                "app_database_url": f"postgresql://ext:ext-secret-5c2@{gateway}:15432/ext?application_name=agentx",
+                "backup_repository": "/var/backups/restic/agentx", "backup_password": "molecule-backup-password-9a4e7c21",
+                "backup_drill_on_calendar": ""}
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(json.dumps([{"name": "The app on a managed database, and its backups", "hosts": vm,
+                                     "become": True, "roles": [{"role": "vmstack.deploy.app"},
+                                                               {"role": "vmstack.deploy.backup"}]}]))
+
+    def extdb(sql: str) -> str:
+        return host.check_output(f"docker exec extdb psql -U ext -d ext -tAc {shlex.quote(sql)}").strip()
+
+    def redis(*commands: str) -> list[str]:  # (over redis-cli's stdin, as the backup script sends them)
+        script = base64.b64encode("".join(f"{c}\n" for c in commands).encode()).decode()
+        return host.check_output(f"echo {script} | base64 -d | docker exec -i agentx-redis redis-cli").splitlines()
+
+    def state() -> dict:
+        return {"tables": dict(line.split(" ", 1) for line in extdb(restorecheck.TABLE_STATE).splitlines()),
+                "redis test keys": redis(restorecheck.REDIS_DIGEST)[0]}
+
+    try:
+        wait_for(lambda: host.run("docker exec extdb pg_isready -h 127.0.0.1 -U ext").rc == 0,
+                 timeout=60, what="the external database")
+        result = bedtest.run_playbook(playbook, settings)
+        assert result.returncode == 0, result.stdout[-3000:]
+        status, body = http(host, "POST", "http://127.0.0.1:8101/v1/agent/invoke", {"input": "managed backup"})
+        assert status == 200, body
+        extdb(restorecheck.load_sql("managed", 3000))
+        redis(*(f"SET test:{i} v{i}" for i in range(40)))
+        before = state()
+
+        run = host.run("vmstack-backup run agentx --kind manual")
+        assert run.rc == 0, run.stderr
+        assert "database ext streamed into the repository" in run.stderr
+        assert {"postgres", "files"} <= set(json.loads(host.check_output("vmstack-backup snapshots agentx --json"))[-1]["parts"])
+        # The password: in root's pgpass file (0600), in no settings, and no client container stays.
+        assert host.file("/var/lib/vmstack-backup/agentx/pgpass").mode == 0o600
+        assert "ext-secret-5c2" not in host.check_output("cat /etc/vmstack/backup/agentx.json")
+        assert not host.check_output("docker ps -aq --filter label=vmstack.backup=true")
+        drill = host.run("vmstack-backup drill agentx")
+        print(f"\n--- drill: {drill.stderr.strip().splitlines()[-2] if drill.stderr.strip() else drill.stdout}")
+        assert drill.rc == 0, drill.stderr
+        report = json.loads(drill.stdout)
+        assert report["tables"]["public.agent_runs"] >= 3001 and report["redis_keys"] >= 40
+        assert not host.check_output("docker ps -aq --filter label=vmstack.drill=true")
+
+        # Later writes, and a table of the app user's own that the run does not have.
+        extdb(restorecheck.load_sql("later", 500))
+        extdb("CREATE TABLE later_notes (id int PRIMARY KEY, note text); INSERT INTO later_notes VALUES (1, 'later')")
+        redis("SET test:later x")
+        later = state()
+        assert later != before
+        run_id = json.loads(host.check_output("vmstack-backup snapshots agentx --json"))[-1]["run"]
+
+        # Broken on purpose: the load fails after it dropped every table and loaded the data (an event
+        # trigger of another role's refuses the indexes). Its one transaction leaves the database as it was.
+        extdb("CREATE ROLE ops; CREATE SCHEMA ops AUTHORIZATION ops; "
+              "CREATE FUNCTION ops.refuse() RETURNS event_trigger LANGUAGE plpgsql AS "
+              "$$BEGIN RAISE EXCEPTION 'refused by the test'; END$$; ALTER FUNCTION ops.refuse() OWNER TO ops; "
+              "CREATE EVENT TRIGGER refuse_indexes ON ddl_command_end WHEN TAG IN ('CREATE INDEX', 'ALTER TABLE') "
+              "EXECUTE FUNCTION ops.refuse()")
+        broken = host.run(f"vmstack-backup restore agentx {run_id} --yes-destroy-current-data agentx")
+        extdb("DROP EVENT TRIGGER refuse_indexes; DROP SCHEMA ops CASCADE; DROP ROLE ops")
+        assert broken.rc != 0 and "refused by the test" in broken.stderr, broken.stderr
+        assert "the restore stopped half-way" in broken.stderr
+        assert state() == later, "a failed load in place changed the managed database"
+        assert extdb("SELECT count(*) FROM pg_tables WHERE tablename = 'later_notes'") == "1"
+
+        # (the VM as a host of the group app, which the playbook restores)
+        restored, _ = run_aliases(vm, {"x": {**settings, "backup_restore_confirm": "agentx"}}, groups=["app"],
+                                  playbook=bedtest.PROJECT_DIR / "playbooks" / "restore.yml")
+        assert restored.returncode == 0, restored.stdout[-3000:]
+        after = state()
+        restorecheck.show("managed database, restored in place", before, after)
+        assert after == before
+        assert extdb("SELECT count(*) FROM pg_tables WHERE tablename = 'later_notes'") == "0"
+        status, body = http(host, "GET", "http://127.0.0.1:8101/ready")
+        assert status == 200, body
+        status, body = http(host, "POST", "http://127.0.0.1:8101/v1/agent/invoke", {"input": "after the restore"})
+        assert status == 200, body
+        assert extdb("SELECT count(*) FROM agent_runs WHERE input = 'after the restore'") == "1"
+    finally:
+        host.run("docker rm -f extdb")
+        host.run("systemctl disable --now vmstack-backup-agentx.timer vmstack-backup-check-agentx.timer;"
+                 " rm -f /etc/systemd/system/vmstack-backup*-agentx.* /etc/vmstack/backup/agentx.*;"
+                 " rm -rf /var/lib/vmstack-backup/agentx /var/backups/restic/agentx;"
+                 " systemctl disable --now vmstack-autoheal-agentx;"
+                 " rm -f /etc/systemd/system/vmstack-autoheal-agentx.service && systemctl daemon-reload;"
+                 " docker compose --project-directory /opt/agentx down -v --remove-orphans; rm -rf /opt/agentx")
 
 
 ROTATED = {"app_secret_key": "rotated-but-refused-9d8c"}
