@@ -17,7 +17,7 @@ API = [f"agent-api-{n}" for n in (1, 2, 3)]
 PROGRAMS = [*API, "agent-worker", "agent-beat"]
 SITE = "https://agent.vmstack.test"
 SECRETS = ["molecule-secret-key-7c1e9a4b", "molecule-pg-password-3f8d2e61", "molecule-redis-password-b94a07d2",
-           "molecule-backup-password-9a4e7c21"]
+           "molecule-backup-password-9a4e7c21", "ext-secret-5c2"]
 
 
 def name(host) -> str:
