@@ -160,3 +160,34 @@ def test_a_url_that_names_no_postgresql_user_or_database_is_refused_without_its_
 
 def test_the_pgpass_line_escapes_what_libpq_reads_as_separators():
     assert vb.pgpass_line("a:b\\c") == "*:*:*:*:a\\:b\\\\c\n"
+
+
+def test_the_pump_copies_every_byte_in_order_and_shows_each_chunk_once():
+    import io
+    data = bytes(range(256)) * 40000  # (10 MB: more chunks than the reader may hold ahead)
+    sink, seen = io.BytesIO(), []
+    vb.pump(io.BytesIO(data), sink, seen.append, abort=lambda: None, ahead=2)
+    assert sink.getvalue() == data and b"".join(seen) == data
+
+
+class _Broken:
+    def write(self, chunk):
+        raise BrokenPipeError
+
+
+def test_the_pump_stops_the_source_and_fails_when_the_writing_fails():
+    import io
+    aborted = []
+    with pytest.raises(BrokenPipeError):
+        vb.pump(io.BytesIO(b"x" * (5 << 20)), _Broken(), lambda c: None, abort=lambda: aborted.append(1), ahead=1)
+    assert aborted == [1]
+
+
+def test_the_pump_fails_with_the_readers_error():
+    import io
+
+    class Failing(io.RawIOBase):
+        def read(self, n=-1):
+            raise OSError("the dump broke")
+    with pytest.raises(OSError, match="the dump broke"):
+        vb.pump(Failing(), io.BytesIO(), lambda c: None, abort=lambda: None)
