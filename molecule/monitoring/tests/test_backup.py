@@ -269,9 +269,20 @@ pg() { docker exec -i agent-postgres "$@"; }
 set -a; . /etc/vmstack/backup/agent.env; set +a
 export RESTIC_REPOSITORY=$(python3 -c 'import json; print(json.load(open("/etc/vmstack/backup/agent.json"))["repository"])')
 R="restic $(python3 -c 'import json, shlex; print(shlex.join(json.load(open("/etc/vmstack/backup/agent.json"))["restic_options"]))')"
+# (the rows just written: a first read sets their hint bits, which would slow whatever reads them first)
+pg psql -U agent -d agent -qc "vacuum analyze agent_runs"
+docker exec agent-postgres pg_dump -U agent -d agent > /dev/null
 size=$(pg psql -U agent -d agent -tAc "select pg_database_size('agent')")
 plain=$(t sh -c 'docker exec agent-postgres pg_dump -U agent -d agent > /var/tmp/plain.sql')
 custom=$(t sh -c 'docker exec agent-postgres pg_dump -Fc -U agent -d agent > /var/tmp/custom.dump')
+# restic alone, the dump already in a file (in the page cache), into a new local repository: the floor
+# of any design that streams a dump into restic, with nothing else running beside it
+# (before the restore below, which starts the whole stack again).
+restic -r /var/tmp/bench-repo init >/dev/null
+alone=$(t restic -r /var/tmp/bench-repo backup --stdin --stdin-filename plain.sql < /var/tmp/plain.sql)
+rm -rf /var/tmp/bench-repo && restic -r /var/tmp/bench-repo init >/dev/null
+alone_off=$(t restic -r /var/tmp/bench-repo backup --compression off --stdin --stdin-filename plain.sql < /var/tmp/plain.sql)
+rm -rf /var/tmp/bench-repo
 ours=$(t vmstack-backup run agent --kind manual)
 again=$(t vmstack-backup run agent --kind manual)
 added=$(grep -o '[0-9]* bytes added' /var/tmp/bench.log | tail -1 | cut -d' ' -f1)
@@ -291,7 +302,7 @@ restore=$(t vmstack-backup restore agent latest --yes-destroy-current-data agent
 rm -f /var/tmp/plain.sql /var/tmp/plain2.sql /var/tmp/custom.dump /var/tmp/custom2.dump
 stream=$(grep -o 'streamed into the repository in [0-9.]*' /var/tmp/bench.log | head -1 | awk '{print $NF}')
 dbload=$(grep -o 'database agent loaded in [0-9.]*' /var/tmp/bench.log | tail -1 | awk '{print $NF}')
-echo "$size $plain $custom $ours $again $added $total $c1 $c2 $p2 $p3 $pgrestore $restore $stream $dbload"
+echo "$size $plain $custom $ours $again $added $total $c1 $c2 $p2 $p3 $pgrestore $restore $stream $dbload $alone $alone_off"
 """
 
 
@@ -309,7 +320,7 @@ def test_benchmark_backup_and_restore_of_a_200_mb_database():
          f"FROM generate_series(1, {rows}) g")
     sh(APP, "apt-get install -y -qq bc >/dev/null")
     v = sh(APP, BENCH, timeout=1800).split()
-    size, plain, custom, ours, again, added, total, c1, c2, p2, p3, pgrestore, restore, stream, dbload = v
+    size, plain, custom, ours, again, added, total, c1, c2, p2, p3, pgrestore, restore, stream, dbload, alone, off = v
     f = float
     print(f"\ndatabase {int(size) / 1e6:.0f} MB (pg_database_size)"
           f"\nbackup:  plain pg_dump to a file {f(plain):.1f} s, pg_dump -Fc {f(custom):.1f} s, vmstack-backup run "
@@ -321,5 +332,8 @@ def test_benchmark_backup_and_restore_of_a_200_mb_database():
           f" added; plain SQL {int(p2) / 1e6:.1f} MB then {int(p3) / 1e6:.1f} MB added"
           f"\nrestore: pg_restore of the custom dump {f(pgrestore):.1f} s, vmstack-backup restore (stack stopped, "
           f"database, Redis, files, stack started) {f(restore):.1f} s (ratio {f(restore) / f(pgrestore):.2f}; "
-          f"its database part {f(dbload):.1f} s, ratio {f(dbload) / f(pgrestore):.2f})")
+          f"its database part {f(dbload):.1f} s, ratio {f(dbload) / f(pgrestore):.2f})"
+          f"\nrestic alone, the plain dump from a cached file into a new local repository: {f(alone):.1f} s (ratio "
+          f"to plain pg_dump {f(alone) / f(plain):.2f}), --compression off {f(off):.1f} s ({f(off) / f(plain):.2f})")
     psql("DELETE FROM agent_runs WHERE thread_id LIKE 'bench-%'")
+    psql("VACUUM FULL agent_runs")
