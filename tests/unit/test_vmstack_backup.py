@@ -191,3 +191,26 @@ def test_the_pump_fails_with_the_readers_error():
             raise OSError("the dump broke")
     with pytest.raises(OSError, match="the dump broke"):
         vb.pump(Failing(), io.BytesIO(), lambda c: None, abort=lambda: None)
+
+
+CHECK = """[offset 0] Checking RDB file /data/dump.rdb
+[offset 693] \\o/ RDB looks OK! \\o/
+[info] 7 keys read
+[info] 1 expires
+[info] 1 already expired
+"""
+
+
+def test_the_dump_check_counts_keys_and_those_with_an_expiry():
+    assert vb.rdb_counts(CHECK, "dump.rdb") == {"keys": 7, "expires": 1}
+    with pytest.raises(vb.BackupError, match="no valid dump"):
+        vb.rdb_counts("[offset 0] Checking RDB file\n--- RDB ERROR DETECTED ---\n", "dump.rdb")
+
+
+@pytest.mark.parametrize("loaded, ok", [(7, True), (6, True), (5, False), (8, False)])
+def test_a_drill_allows_only_keys_with_an_expiry_to_be_missing(loaded, ok):
+    assert (vb.redis_keys_problem(loaded, {"keys": 7, "expires": 1}) == "") is ok
+
+
+def test_a_manifest_without_expiries_wants_every_key():
+    assert vb.redis_keys_problem(6, {"keys": 7}) != ""

@@ -136,6 +136,14 @@ def test_the_drill_restores_the_latest_run_aside_and_finds_it_identical():
     assert sh(APP, "docker ps -q | sort") == before, "a throw-away container was left behind"
     metrics = sh(APP, "cat /var/lib/prometheus/node-exporter/vmstack_backup_agent.prom")
     assert 'vmstack_backup_drill_last_exit_status{app="agent"} 0' in metrics
+    # By hand, from a root shell with the harden role's umask: the throw-away Redis (the volume's
+    # owner, not root) still reads the dump (it once stopped at "dir /data: Permission denied").
+    # And a key whose expiry lapsed between the run and the drill is no difference (it once was).
+    redis("SET test-expiring:1 soon EX 3")
+    sh(APP, "vmstack-backup run agent --kind manual --wait 600", timeout=600)
+    time.sleep(4)
+    by_hand = sh(APP, "umask 027 && vmstack-backup drill agent 2>&1 | tail -3", timeout=600)
+    assert "identical" in by_hand and "1 Redis keys of the run had an expiry that has lapsed" in by_hand, by_hand
 
 
 def test_the_timer_fires_and_prometheus_reads_the_metrics():
