@@ -139,10 +139,13 @@ def test_the_drill_restores_the_latest_run_aside_and_finds_it_identical():
     # By hand, from a root shell with the harden role's umask: the throw-away Redis (the volume's
     # owner, not root) still reads the dump (it once stopped at "dir /data: Permission denied").
     # And a key whose expiry lapsed between the run and the drill is no difference (it once was).
-    redis("SET test-expiring:1 soon EX 3")
+    # (an expiry the run's BGSAVE comes well within, and the drill after it)
+    set_at = time.monotonic()
+    redis("SET test-expiring:1 soon EX 15")
     sh(APP, "vmstack-backup run agent --kind manual --wait 600", timeout=600)
-    time.sleep(4)
-    by_hand = sh(APP, "umask 027 && vmstack-backup drill agent 2>&1 | tail -3", timeout=600)
+    assert time.monotonic() - set_at < 14, "the run took longer than the key's expiry: make it longer"
+    time.sleep(max(0.0, set_at + 16 - time.monotonic()))
+    by_hand = sh(APP, "umask 027 && vmstack-backup drill agent 2>&1", timeout=600)
     assert "identical" in by_hand and "1 Redis keys of the run had an expiry that has lapsed" in by_hand, by_hand
 
 
