@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from bedtest import PROJECT_DIR, ansible_log, recap, run_cases, run_role, wait_for
+from loadtest import Traffic
 
 PORTS = [8001, 8002, 8003]
 API = [f"agent-api-{n}" for n in (1, 2, 3)]
@@ -260,7 +261,8 @@ def drains(output: str) -> int:
 
 def test_an_upgrade_under_load_restarts_one_process_at_a_time_and_fails_no_request(host):
     """A release to a second version, with new PostgreSQL and Redis passwords, while 50 clients hammer
-    nginx over TLS: each API process drained in nginx, restarted and gated on /ready, one at a time,
+    nginx over TLS and 15 SSE streams of 49 s run: each API process drained in nginx until its streams
+    end, restarted and gated on /ready, one at a time,
     then the worker and beat; Redis takes its new password without a restart. Then the rollback by
     the release link, the passwords rotated back (below)."""
     if "bookworm" in name(host):
@@ -273,7 +275,11 @@ def test_an_upgrade_under_load_restarts_one_process_at_a_time_and_fails_no_reque
     out = hey(host, 300, 50, out="/root/hey-upgrade.txt")
     try:
         redis_pid = host.check_output("pgrep -x redis-server")
-        up = run_role(name(host), "app", {**base, "app_package": "agent-app==0.2.0", **ROTATED})
+        # 15 SSE streams of about 49 s (two 2 s calls, ten tokens 5 s apart) and 5 invoke calls
+        # beside hey: each API process is drained until the streams it serves have ended.
+        with Traffic(name(host), "agent.vmstack.test", "/etc/nginx/tls/agent/fullchain.pem",
+                     short=0, invoke=5, stream=15, warm_up=20) as streams:
+            up = run_role(name(host), "app", {**base, "app_package": "agent-app==0.2.0", **ROTATED})
         assert up.returncode == 0, up.stdout[-3000:]
         after = pids(host)
         assert all(after[p] != before[p] for p in PROGRAMS), "a process still runs the old release"
@@ -305,6 +311,8 @@ def test_an_upgrade_under_load_restarts_one_process_at_a_time_and_fails_no_reque
           f"then worker and beat) and rollback by the link with the passwords back, under 50 clients: {load['total']} requests through "
           f"nginx, codes {load['codes']}, {load['errors']} errors; each API port's time between its last 0.2.0 "
           f"answer and its first 0.1.0 answer: {down} s")
+    print(streams.report(f"{name(host)}: streams and calls through the upgrade"))
+    streams.assert_clean(requests=100, invoke_seconds=3, p99_ratio=None)
     assert load["total"] >= 5000
     assert sorted(down) == PORTS, host.check_output("cat /root/watch.txt")
     # The 10 s target is a figure in docs/benchmarks.md (2.6-3.9 s alone; 13.6 s once beside the stack
