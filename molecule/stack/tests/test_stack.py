@@ -515,12 +515,13 @@ ROLLBACK = PROJECT_DIR / "playbooks" / "rollback.yml"
 IMAGE = "vmstack/agent-app"
 # Three replicas, a stand-in model of 6 s a call (an invoke makes two: 12 s) and SSE streams of two
 # calls and ten tokens 3.5 s apart (50-60 s on this machine: longer than the 30 s after which
-# Kamal's proxy cuts them); a drain may wait 75 s for them. nginx's rate limit is raised for the single client address
-# of the load (its 429s are the limit doing its job, not a failed release).
+# Kamal's proxy cuts them); a drain may wait the default 120 s for them (a busy machine stretches
+# the streams). nginx's rate and connection limits are raised for the single client address of the
+# load (55 clients; their 429s are the limits doing their job, not a failed release).
 ROLL_VARS = {
     "app_api_replicas": 3, "app_env": {"FAKE_LLM_DELAY_SECONDS": "6", "STREAM_TOKEN_DELAY_SECONDS": "3.5"},
-    "app_drain_timeout": 75, "app_ready_timeout": 30,
-    "nginx_limit_req_rate": "500r/s", "nginx_limit_req_burst": 500,
+    "app_ready_timeout": 30,
+    "nginx_limit_req_rate": "500r/s", "nginx_limit_req_burst": 500, "nginx_limit_conn": 500,
 }
 
 
@@ -561,10 +562,20 @@ def test_a_rolling_restart_and_a_release_under_load_fail_no_request(host):
     assert healthy(host)
     assert host.check_output("grep -c 'server 127.0.0.1:800[123] ' /etc/nginx/vmstack/sites.conf") == "3"
 
+    beat_before = host.check_output("docker inspect -f '{{.Id}}' agent-beat")
     started = time.monotonic()
     with traffic() as restart:
         result = run_playbook(ROLLING_RESTART, roll_vars())
     restart_seconds = time.monotonic() - started
+    # Beat never ran twice: the old container had died before the new one started.
+    beat_after = host.check_output("docker inspect -f '{{.Id}}' agent-beat")
+    events = host.check_output(
+        f"docker events --since {int(restart.marks[0]) - 60} --until {int(restart.marks[-1]) + 1} "
+        "--filter type=container --filter label=com.docker.compose.service=beat "
+        "--format '{{.TimeNano}} {{.Action}} {{.Actor.ID}}'").splitlines()
+    died = [int(t) for t, action, cid in map(str.split, events) if action == "die" and cid == beat_before]
+    began = [int(t) for t, action, cid in map(str.split, events) if action == "start" and cid == beat_after]
+    assert beat_after != beat_before and died and began and max(died) <= min(began), events
     print(restart.report(f"rolling restart of 3 replicas, worker and beat ({restart_seconds:.0f} s with warm-up)"))
     assert result.returncode == 0, result.stdout[-4000:]
     restart.assert_clean()
