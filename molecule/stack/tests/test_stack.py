@@ -572,9 +572,11 @@ def test_a_rolling_restart_and_a_release_under_load_fail_no_request(host):
     events = host.check_output(
         f"docker events --since {int(restart.marks[0]) - 60} --until {int(restart.marks[-1]) + 1} "
         "--filter type=container --filter label=com.docker.compose.service=beat "
-        "--format '{{.TimeNano}} {{.Action}} {{.Actor.ID}}'").splitlines()
-    died = [int(t) for t, action, cid in map(str.split, events) if action == "die" and cid == beat_before]
-    began = [int(t) for t, action, cid in map(str.split, events) if action == "start" and cid == beat_after]
+        "--format '{{.TimeNano}} {{.Actor.ID}} {{.Action}}'").splitlines()
+    # (an action can hold spaces: "exec_start: agent-app ping beat", the healthcheck)
+    parsed = [line.split(" ", 2) for line in events if line.count(" ") >= 2]
+    died = [int(t) for t, cid, action in parsed if action == "die" and cid == beat_before]
+    began = [int(t) for t, cid, action in parsed if action == "start" and cid == beat_after]
     assert beat_after != beat_before and died and began and max(died) <= min(began), events
     print(restart.report(f"rolling restart of 3 replicas, worker and beat ({restart_seconds:.0f} s with warm-up)"))
     assert result.returncode == 0, result.stdout[-4000:]
