@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
                 in_flight[0] -= 1
                 if not stop.is_set():
                     out.write(json.dumps(record) + "\n")
-            if kind == "short":
+            # (after a failure too: a client refused at once must not spin)
+            if kind == "short" or "error" in record or not 200 <= record.get("status", 0) < 300:
                 stop.wait(args.pause)
         conn.close()
 
@@ -156,12 +157,14 @@ def summary(args: argparse.Namespace) -> int:
                 abandoned = record["count"]
             else:
                 records.append(record)
-    failed = [r for r in records if "error" in r or not 200 <= r.get("status", 0) < 300 or r.get("cut")]
+    for r in records:
+        r["failed"] = "error" in r or not 200 <= r.get("status", 0) < 300 or bool(r.get("cut"))
+    failed = [r for r in records if r["failed"]]
     by_kind = {kind: sum(1 for r in records if r["kind"] == kind) for kind in ("short", "invoke", "stream")}
-    durations = {kind: sorted(round(r["end"] - r["start"], 1) for r in records if r["kind"] == kind and r not in failed)
+    durations = {kind: sorted(round(r["end"] - r["start"], 1) for r in records if r["kind"] == kind and not r["failed"])
                  for kind in ("invoke", "stream")}
-    marks = args.mark
-    short = [r for r in records if r["kind"] == "short" and r not in failed]
+    marks = args.mark or [float("inf")]
+    short = [r for r in records if r["kind"] == "short" and not r["failed"]]
     before = [r["end"] - r["start"] for r in short if r["start"] < marks[0]]
     during = [r["end"] - r["start"] for r in short if len(marks) > 1 and marks[0] <= r["start"] < marks[1]]
     print(json.dumps({

@@ -68,11 +68,12 @@ class Traffic:
                 f"nginx status/upstream status: {self.upstream}")
 
     def assert_clean(self, *, requests: int = 5000, stream_seconds: float = 45, invoke_seconds: float = 10,
-                     p99_ratio: float | None = 2.0, p99_floor: float = 0.25):
+                     p99_ratio: float | None = 2.0, p99_floor: float = 2.0):
         """No failed request, no stream cut, no 502/504 anywhere in nginx's log of the time, the mix and
         the lengths asked for, and (unless None) the p99 of /ready during within p99_ratio of before or
-        under p99_floor seconds: on two shared cores a replica's start alone doubles a p99 of 16 ms
-        (the ratios are figures in docs/benchmarks.md); the bound catches a stall."""
+        under p99_floor seconds. That bound catches a stall, not a slowdown: on two shared cores a
+        replica's start alone doubles a p99 of 16 ms, and another scenario's load beside this one made
+        it 94 -> 679 ms once; the ratios are figures in docs/benchmarks.md, not a timed assert."""
         s = self.summary
         assert s["failed"] == 0 and s["cut_streams"] == 0, s
         assert not [k for k in self.upstream if re.search(r"\b50[24]\b", k)], self.upstream
