@@ -3,14 +3,17 @@ process, real requests through nginx, the worker, crashes, restarts under load, 
 rollback by the release link, idempotence by PIDs, a one-program change, bad input."""
 
 import json
+import os
 import re
 import shlex
 import shutil
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from bedtest import PROJECT_DIR, ansible_log, recap, run_cases, run_role, wait_for
+import testinfra
+from bedtest import PROJECT_DIR, ansible_log, run_cases, run_playbook, run_role, wait_for
 from loadtest import Traffic
 
 PORTS = [8001, 8002, 8003]
@@ -235,17 +238,74 @@ def test_a_worker_restart_while_ten_long_tasks_run_loses_none(host):
     assert_processed_once(host, ids)
 
 
-def test_a_second_converge_restarts_nothing_and_one_change_restarts_one_program(host):
-    before = pids(host)
-    again = run_role(name(host), "app", {})
-    assert again.returncode == 0 and recap(again)[name(host)]["changed"] == 0, again.stdout[-3000:]
-    assert pids(host) == before, "a converge with nothing to change restarted a process"
-    one = run_role(name(host), "app", {"app_worker_concurrency": 3})
-    assert one.returncode == 0, one.stdout[-3000:]
-    after = pids(host)
-    assert after["agent-worker"] != before["agent-worker"]
-    assert {p: after[p] for p in PROGRAMS if p != "agent-worker"} == {
-        p: before[p] for p in PROGRAMS if p != "agent-worker"}, "a change to the worker restarted others"
+HOSTS = ["sv-bookworm", "sv-trixie"]
+
+
+@pytest.fixture(scope="module")
+def host_by_host():
+    """Once for both hosts (each host's tests read what it found), as an operator runs the playbooks
+    (serial: one host at a time by default): playbooks/app.yml with one setting changed for both and
+    bad input on the second only; the same change alone; playbooks/rolling_restart.yml."""
+    hosts = {h: testinfra.get_host(f"ansible://{h}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+             for h in HOSTS}
+    found = {"pids": {h: pids(hosts[h]) for h in HOSTS}}
+
+    def run(step: str, playbook: str, extra: dict):
+        found[step] = run_playbook(PROJECT_DIR / "playbooks" / playbook, extra)
+        found[f"{step}_pids"] = {h: pids(hosts[h]) for h in HOSTS}
+        found[f"{step}_audit"] = {h: json.loads(hosts[h].check_output("tail -1 /opt/agent/deploy.log") or "{}")
+                                  for h in HOSTS}
+
+    one = {"app_worker_concurrency": 3}
+    run("bad", "app.yml", {**one, "app_api_replicas": "{{ 0 if inventory_hostname == 'sv-trixie' else 3 }}"})
+    run("one", "app.yml", one)
+    run("restart", "rolling_restart.yml", one)
+    return found
+
+
+def one_after_the_other(audit: dict) -> None:
+    """The second host took its deploy lock only after the first host's run had ended."""
+    first, second = (audit[h] for h in HOSTS)
+    at = lambda stamp: datetime.fromisoformat(stamp.rstrip("Z"))  # noqa: E731
+    assert first["result"] == second["result"] == "ok", (first, second)
+    assert at(first["at"]) <= at(second["since"]), (first, second)
+    print(f"\n--- host by host: {HOSTS[0]} {first['since']} - {first['at']} ({first['seconds']} s), "
+          f"{HOSTS[1]} {second['since']} - {second['at']} ({second['seconds']} s)")
+
+
+def test_bad_input_on_the_last_host_stops_the_run_before_the_first_host_changes(host, host_by_host):
+    """playbooks/app.yml checks every host (playbooks/app_check.yml) before its first batch: going host by host
+    alone, the first host would have restarted its worker for the new concurrency before the second's
+    input was read."""
+    bad = host_by_host["bad"]
+    assert bad.returncode != 0
+    assert re.search(r"fatal: \[sv-trixie\].{0,2000}?app_api_replicas >= 1 \(got 0\)", bad.stdout, re.S), bad.stdout[-3000:]
+    assert host_by_host["bad_pids"][name(host)] == host_by_host["pids"][name(host)], "a process restarted"
+    assert "PLAY [Docker and the app stack]" not in bad.stdout, "a host's release began"
+
+
+def test_one_setting_restarts_one_program_host_by_host(host, host_by_host):
+    """The same change with good input: on each host the worker alone restarts, the second host after the
+    first."""
+    result = host_by_host["one"]
+    assert result.returncode == 0, result.stdout[-3000:]
+    before, after = host_by_host["bad_pids"][name(host)], host_by_host["one_pids"][name(host)]
+    assert [p for p in PROGRAMS if after[p] != before[p]] == ["agent-worker"], (before, after)
+    assert host_by_host["one_audit"][name(host)]["replaced"] == ["worker"]
+    one_after_the_other(host_by_host["one_audit"])
+
+
+def test_a_rolling_restart_restarts_every_process_host_by_host(host, host_by_host):
+    """playbooks/rolling_restart.yml: every process of each host restarted (the recorded release: its
+    package, pinned NAME==VERSION in release.json), one host at a time."""
+    result = host_by_host["restart"]
+    assert result.returncode == 0, result.stdout[-3000:]
+    before, after = host_by_host["one_pids"][name(host)], host_by_host["restart_pids"][name(host)]
+    assert all(after[p] != before[p] for p in PROGRAMS), f"not restarted: {[p for p in PROGRAMS if after[p] == before[p]]}"
+    assert result.stdout.count("PLAY [Restart the app one process at a time]") == len(HOSTS), "not one batch a host"
+    assert len(host_by_host["restart_audit"][name(host)]["replaced"]) == len(PROGRAMS)
+    one_after_the_other(host_by_host["restart_audit"])
+    assert versions(host) == {"0.1.0"}
 
 
 ROTATED = {"app_postgres_password": "rotated-pg-password-2c3d", "app_redis_password": "rotated-redis-password-4e5f"}
@@ -270,7 +330,7 @@ def test_an_upgrade_under_load_restarts_one_process_at_a_time_and_fails_no_reque
         # runs on Debian 13 only (the suite's budget, docs/benchmarks.md). Debian 12 still installs,
         # restarts one changed program, recovers killed processes and refuses a release that cannot install.
         pytest.skip("the release under load runs on sv-trixie (the suite's budget)")
-    base = {"app_worker_concurrency": 3}  # (what the test above left)
+    base = {"app_worker_concurrency": 3}  # (what the tests above left)
     before = pids(host)
     out = hey(host, 300, 50, out="/root/hey-upgrade.txt")
     try:
@@ -352,3 +412,4 @@ def test_bad_input_is_refused_before_any_process_stops(host, bad_runs, case):
     assert pids(host) == before, "a process was stopped"
     assert versions(host) == {"0.1.0"}
     assert not host.file("/opt/agent/releases/0.2.0-broken").exists
+
