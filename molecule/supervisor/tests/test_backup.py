@@ -70,19 +70,28 @@ def test_the_restore_playbook_brings_back_what_was_destroyed(host):
     name = host.backend.get_hostname()
     psql, redis = tools(host)
     before = state(host)
-    run = json.loads(host.check_output("vmstack-backup snapshots agent --json"))[-1]
+    snapshots = json.loads(host.check_output("vmstack-backup snapshots agent --json"))
+    run = snapshots[-1]
     # a bad day: the database dropped under the running app, the data directory emptied, Redis flushed
     psql("DROP DATABASE agent WITH (FORCE)", db="postgres")
     host.check_output(f"rm -rf {DATA}/*")
     redis("FLUSHALL")
     assert psql("SELECT count(*) FROM pg_database WHERE datname = 'agent'", db="postgres") == "0"
     assert host.check_output(f"ls -A {DATA}") == ""
+    restore = {"backup_restore_confirm": "agent", "backup_restore_snapshot": run["run"]}
+    # While a release holds the app's deploy lock, the restore refuses at once and changes nothing.
+    host.check_output("echo '{\"by\": \"ci@release\", \"token\": \"r\"}' > /opt/agent/.deploy.lock")
+    held = run_playbook(PROJECT_DIR / "playbooks" / "restore.yml", restore, args=["--limit", name])
+    host.check_output("rm /opt/agent/.deploy.lock")
+    assert held.returncode != 0
+    assert "is being deployed by another run" in held.stdout and "ci@release" in held.stdout, held.stdout[-3000:]
+    assert host.check_output(f"ls -A {DATA}") == "" and len(json.loads(
+        host.check_output("vmstack-backup snapshots agent --json"))) == len(snapshots), "a safety run was taken"
     started = time.monotonic()
-    result = run_playbook(PROJECT_DIR / "playbooks" / "restore.yml",
-                          {"backup_restore_confirm": "agent", "backup_restore_snapshot": run["run"]},
-                          args=["--limit", name])
+    result = run_playbook(PROJECT_DIR / "playbooks" / "restore.yml", restore, args=["--limit", name])
     took = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-3000:]
+    assert host.run("test -e /opt/agent/.deploy.lock").rc != 0, "the restore kept the deploy lock"
     after = state(host)
     restorecheck.show(f"{name}: run {run['run']} restored by playbooks/restore.yml in {took:.1f} s", before, after)
     assert after == before
