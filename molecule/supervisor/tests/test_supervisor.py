@@ -357,6 +357,8 @@ def test_an_upgrade_under_load_restarts_one_process_at_a_time_and_fails_no_reque
         assert redis(host, ROTATED["app_redis_password"]) == "PONG"
         assert redis(host, SECRETS[2]) != "PONG", "Redis still takes the old password"
         assert host.check_output("pgrep -x redis-server") == redis_pid, "Redis restarted for a new password"
+        # (the copy module's backups of app.env and the secret files: the old passwords would stay on disk)
+        assert not host.run("ls /opt/agent/*~ /opt/agent/secrets/*~").stdout.strip(), "backups left behind"
         assert host.run(f"PGPASSWORD={ROTATED['app_postgres_password']} psql -h 127.0.0.1 -U agent -d agent "
                         "-tAc 'select 1'").stdout.strip() == "1"
         installed = host.check_output("stat -c %Y /opt/agent/releases/0.1.0/.installed")
