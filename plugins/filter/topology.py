@@ -1,6 +1,8 @@
 # Copyright: vmstack.deploy maintainers
 # Apache License 2.0 (see LICENSE)
-"""Filters that derive proxy settings from the inventory (playbooks/nginx.yml)."""
+"""Filters that derive the multi-host layout from the inventory: the load balancer's upstreams
+(playbooks/nginx.yml), a host's private address, and what each host's firewall admits from the
+others (playbooks/harden.yml)."""
 
 from __future__ import annotations
 
@@ -55,6 +57,9 @@ _value:
   elements: str
 """
 
+# (private_address and peer_rules, also here, are documented for ansible-doc in private_address.yml and
+# peer_rules.yml next to this file)
+
 _APP_DEFAULTS = Path(__file__).resolve().parents[2] / "roles" / "app" / "defaults" / "main.yml"
 
 
@@ -70,6 +75,69 @@ def _is_loopback_or_any(address: str) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
+
+
+def private_address(host, hostvars, brackets=False):
+    """The address other hosts reach host on: vmstack_private_address, else ansible_host, else its name."""
+    if not host:
+        raise AnsibleFilterError("private_address: no host given")
+    hv = hostvars[host] if host in hostvars else {}
+    address = str(hv.get("vmstack_private_address") or hv.get("ansible_host") or host)
+    return f"[{address}]" if brackets and ":" in address else address
+
+
+def _app_ports(hv, defaults) -> list:
+    ports = list(hv.get("app_api_ports") or [])
+    if not ports:
+        base = int(hv.get("app_api_port_base", defaults["app_api_port_base"]))
+        replicas = int(hv.get("app_api_replicas", defaults["app_api_replicas"]))
+        ports = list(range(base, base + replicas))
+    return [int(port) for port in ports]
+
+
+def peer_rules(host, groups, hostvars):
+    """What host's firewall admits from the other hosts of the inventory, one rule per purpose.
+
+    Each rule is {name, proto, ports, sources}: the data host's PostgreSQL and Redis from the app
+    hosts, the API replicas from the load balancers, the exporters and the app's metrics from the
+    monitoring hosts, and the journal upload port on a monitoring host from every other host. A
+    host never lists itself (it reaches itself on loopback, which is always open); a rule without
+    sources is left out.
+    """
+    defaults = _app_defaults()
+    hv = hostvars[host]
+    lb = list(groups.get("lb") or [])
+    app = list(groups.get("app") or [])
+    db = list(groups.get("db") or [])
+    monitoring = list(groups.get(str(hv.get("monitoring_group", "monitoring"))) or [])
+
+    def sources(hosts):
+        return sorted({private_address(peer, hostvars) for peer in hosts if peer != host})
+
+    rules = []
+    if host in db and host not in app:
+        ports = [int(hv.get("app_postgres_host_port", defaults["app_postgres_host_port"])),
+                 int(hv.get("app_redis_host_port", defaults["app_redis_host_port"]))]
+        rules.append({"name": "PostgreSQL and Redis from the app hosts", "ports": ports, "sources": sources(app)})
+    if host in app:
+        rules.append({"name": "API replicas from the load balancers", "ports": _app_ports(hv, defaults),
+                      "sources": sources(lb)})
+    metrics = [int(hv.get("monitoring_node_exporter_port", 9100))]
+    if host in lb:
+        metrics.append(int(hv.get("monitoring_nginx_exporter_port", 9113)))
+    if host in db or host in app:
+        metrics += [int(hv.get("monitoring_postgres_exporter_port", 9187)),
+                    int(hv.get("monitoring_redis_exporter_port", 9121))]
+    if host in app:
+        metrics += _app_ports(hv, defaults)
+        if hv.get("app_worker_enabled", defaults["app_worker_enabled"]):
+            metrics.append(int(hv.get("app_worker_metrics_port", defaults["app_worker_metrics_port"])))
+    rules.append({"name": "exporters and the app's metrics from the monitoring hosts",
+                  "ports": sorted(set(metrics)), "sources": sources(monitoring)})
+    if host in monitoring:
+        rules.append({"name": "journals from every host", "ports": [int(hv.get("monitoring_journal_port", 19532))],
+                      "sources": sources(hostvars.keys() if not groups.get("all") else groups["all"])})
+    return [dict(rule, proto="tcp", ports=sorted(set(rule["ports"]))) for rule in rules if rule["sources"]]
 
 
 def _hostport(address: str, port: int) -> str:
@@ -107,4 +175,4 @@ class FilterModule:
     """Ansible filter plugins."""
 
     def filters(self):
-        return {"api_upstreams": api_upstreams}
+        return {"api_upstreams": api_upstreams, "private_address": private_address, "peer_rules": peer_rules}
