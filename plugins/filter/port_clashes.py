@@ -1,6 +1,7 @@
 # Copyright: vmstack.deploy maintainers
 # Apache License 2.0 (see LICENSE)
-"""Which wanted ports another service already listens on (the app role's Supervisor runtime)."""
+"""Which wanted ports another service already listens on (the app role's Supervisor runtime), and which
+programs hold which ports (playbooks/preflight.yml)."""
 
 from __future__ import annotations
 
@@ -93,8 +94,26 @@ def port_clashes(lines, ports, address, uid):
     return clashes
 
 
+def port_holders(lines, ports, allowed=None):
+    """{port: sorted program names} for each of `ports` some socket listens on, read from `ss -Hltnp`
+    (a socket whose program ss cannot name, e.g. another namespace's, counts as "?"); with `allowed`
+    ({port: [program, ...]}), only the other programs, and only the ports some other program holds."""
+    wanted = {int(p) for p in ports}
+    allowed = {int(port): set(names) for port, names in (allowed or {}).items()}
+    holders: dict = {}
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        _, port = _split(fields[3])
+        if port in wanted:
+            names = set(re.findall(r'\("([^"]+)",pid=', line)) or {"?"}
+            holders.setdefault(port, set()).update(names - allowed.get(port, set()))
+    return {port: sorted(names) for port, names in sorted(holders.items()) if names}
+
+
 class FilterModule:
     """Ansible filter plugins."""
 
     def filters(self):
-        return {"port_clashes": port_clashes}
+        return {"port_clashes": port_clashes, "port_holders": port_holders}
