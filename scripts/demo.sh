@@ -4,8 +4,10 @@
 # machine (root) with the shipped playbooks/deploy.yml, over SSH as an
 # operator would, then print the HTTPS URL where it answers.
 #
-#   scripts/demo.sh          build the test bed, start the VM, deploy, check
-#   scripts/demo.sh down     remove the VM
+#   scripts/demo.sh              build the test bed, start the VM, deploy, check
+#   scripts/demo.sh --multihost  the same with five VMs: a load balancer, two
+#                                app hosts, a data host and a monitoring host
+#   scripts/demo.sh down         remove the VMs (either layout)
 set -Eeuo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -21,12 +23,17 @@ export ANSIBLE_CONFIG=$ROOT/inventories/example/ansible.cfg
 # password. Real inventories use their own (see README).
 vault_pass() { printf '%s\n' vmstack-demo; }
 
-if [ "${1:-up}" = down ]; then
-  tooling >/dev/null
-  ansible-playbook tests/bed/vm.yml -e bed_vms_state=absent
-  rm -f "$DEMO/known_hosts"
-  exit 0
-fi
+LAYOUT=one INVENTORY=inventories/local/hosts.yml
+case ${1:-up} in
+  up) ;;
+  --multihost) LAYOUT=multihost INVENTORY=inventories/local/multihost.yml ;;
+  down)
+    tooling >/dev/null
+    for layout in one multihost; do ansible-playbook tests/bed/vm.yml -e bed_vms_state=absent -e bed_layout=$layout; done
+    rm -f "$DEMO/known_hosts"
+    exit 0 ;;
+  *) echo "usage: $0 [--multihost | down]" >&2; exit 2 ;;
+esac
 
 # The demo's SSH key, and a CA with the certificate nginx serves for $NAME.
 demo_files() {
@@ -48,9 +55,12 @@ demo_files() {
 }
 
 vm() {
-  # A new VM has new host keys.
-  docker container inspect "$VM" >/dev/null 2>&1 || rm -f "$DEMO/known_hosts"
-  ansible-playbook tests/bed/vm.yml
+  # A new VM has new host keys. (The two layouts share the load balancer's address.)
+  local other=multihost
+  [ "$LAYOUT" = one ] || other=one
+  ansible-playbook tests/bed/vm.yml -e bed_vms_state=absent -e bed_layout=$other >/dev/null
+  docker container inspect "$VM$([ "$LAYOUT" = one ] || echo -lb)" >/dev/null 2>&1 || rm -f "$DEMO/known_hosts"
+  ansible-playbook tests/bed/vm.yml -e bed_layout=$LAYOUT
 }
 
 curl_tls() { curl -fsS --cacert "$DEMO/ca.pem" --resolve "$NAME:443:$ADDRESS" "$@"; }
@@ -65,19 +75,41 @@ stage tooling tooling
 stage bed bash tests/bed/testbed.sh all
 stage files demo_files
 stage vm vm
-stage deploy ansible-playbook -i inventories/local playbooks/deploy.yml --vault-password-file <(vault_pass)
+stage deploy ansible-playbook -i $INVENTORY playbooks/deploy.yml --vault-password-file <(vault_pass)
 stage check check
 stage_report
-cat <<TXT
+SSH="ssh -i $DEMO/id_ed25519 -o UserKnownHostsFile=$DEMO/known_hosts"
+if [ "$LAYOUT" = one ]; then
+  cat <<TXT
 
 The reference stack answers over HTTPS on the VM "$VM" ($ADDRESS), behind nginx:
   curl --cacert $DEMO/ca.pem --resolve $NAME:443:$ADDRESS https://$NAME/ready
   https://$NAME/   (/ready /v1/agent/invoke /v1/agent/stream; trust $DEMO/ca.pem, resolve $NAME to $ADDRESS)
-  SSH            ssh -i $DEMO/id_ed25519 -o UserKnownHostsFile=$DEMO/known_hosts deploy@$ADDRESS
+  SSH            $SSH deploy@$ADDRESS
   Compose        ssh ... sudo docker compose --project-directory /opt/agent ps
   Targets        ssh ... promtool query instant http://127.0.0.1:9090 up
+  Prometheus     $SSH -N -L 9090:127.0.0.1:9090 deploy@$ADDRESS, then http://127.0.0.1:9090
   Alerts         ssh ... amtool alert query --alertmanager.url=http://127.0.0.1:9093
   Logs           ssh ... sudo journalctl COM_DOCKER_COMPOSE_PROJECT=agent -g <request id>
   Backups        ssh ... sudo vmstack-backup run agent; sudo vmstack-backup snapshots agent; sudo vmstack-backup drill agent
   Remove it      scripts/demo.sh down
 TXT
+else
+  cat <<TXT
+
+The reference stack answers over HTTPS on the load balancer "$VM-lb" ($ADDRESS), in front of the
+API replicas of $VM-app1 (172.30.99.11) and $VM-app2 (172.30.99.12), which share PostgreSQL and
+Redis on $VM-db (172.30.99.13); $VM-mon (172.30.99.14) runs Prometheus and Alertmanager:
+  curl --cacert $DEMO/ca.pem --resolve $NAME:443:$ADDRESS https://$NAME/ready
+  https://$NAME/   (/ready /v1/agent/invoke /v1/agent/stream; trust $DEMO/ca.pem, resolve $NAME to $ADDRESS)
+  Prometheus     $SSH -N -L 9090:127.0.0.1:9090 deploy@172.30.99.14, then http://127.0.0.1:9090
+  Targets        $SSH deploy@172.30.99.14 promtool query instant http://127.0.0.1:9090 up
+  Alerts         $SSH deploy@172.30.99.14 amtool alert query --alertmanager.url=http://127.0.0.1:9093
+  SSH            $SSH deploy@<address>
+  Compose        ssh ... sudo docker compose --project-directory /opt/agent ps   (app1, app2, db)
+  A release      ANSIBLE_CONFIG=$ANSIBLE_CONFIG ansible-playbook -i $INVENTORY playbooks/app.yml \\
+                   --vault-password-file <(echo vmstack-demo) -e app_image=...   (host by host)
+  Backups        ssh ... sudo vmstack-backup snapshots agent; sudo vmstack-backup drill agent   (on db)
+  Remove them    scripts/demo.sh down
+TXT
+fi
