@@ -149,3 +149,15 @@ def wait_for(predicate, timeout: float = 60, interval: float = 1, what: str = "c
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def resident_mib(container_id: str) -> int:
+    """Resident memory (anonymous, no page cache) of a container's cgroup on the test bed, v1 or v2."""
+    for stat in [*Path("/sys/fs/cgroup/memory").glob(f"**/{container_id}/memory.stat"),
+                 *Path("/sys/fs/cgroup").glob(f"**/*{container_id}*/memory.stat")]:
+        values = dict(line.split() for line in stat.read_text().splitlines())
+        if "total_rss" in values:  # cgroup v1
+            return int(values["total_rss"]) // 2**20
+        if "anon" in values:       # cgroup v2
+            return int(values["anon"]) // 2**20
+    raise AssertionError(f"no memory cgroup for {container_id}")
