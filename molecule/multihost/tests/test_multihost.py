@@ -195,7 +195,8 @@ def test_the_second_host_failing_its_gate_returns_the_first_too():
     assert re.search(r'RECLAIMED from a lock held for 7[0-9]{3} s: \{\\?"by\\?": \\?"ci@gone', out), out[-3000:]
     assert "The run failed on mh-app2: app: release 0.1.2 of agent was not deployed: api-1 did not pass its gate" in out, \
         out[-4000:]
-    assert "and so did the hosts that had taken the new release before it: mh-app1." in out, out[-4000:]
+    assert "The hosts that had taken the new release before it returned to their previous one: mh-app1." in out, \
+        out[-4000:]
     load.assert_clean(requests=1000, stream_seconds=6, invoke_seconds=1.5, p99_ratio=None)
     assert {host: release(host) for host in APP_HOSTS} == {"mh-app1": "0.1.1", "mh-app2": "0.1.1"}
     assert all(images(host) == {f"{IMAGE}:0.1.1"} for host in APP_HOSTS), {h: images(h) for h in APP_HOSTS}
