@@ -86,6 +86,25 @@ def private_address(host, hostvars, brackets=False):
     return f"[{address}]" if brackets and ":" in address else address
 
 
+def _peer_ip(peer, hostvars) -> str:
+    """A firewall source must be an address: the peer's private address when it is one, else the address
+    its gathered facts name (an inventory that reaches hosts by DNS name), else an error naming it."""
+    address = private_address(peer, hostvars)
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        pass
+    hv = hostvars[peer] if peer in hostvars else {}
+    facts = hv.get("ansible_facts") or {}
+    fact = (facts.get("default_ipv4") or hv.get("ansible_default_ipv4") or {}).get("address")
+    if fact:
+        return str(fact)
+    raise AnsibleFilterError(
+        f"peer_rules: {peer} is reached as {address!r}, which is not an IP address, and its facts name none: "
+        f"set vmstack_private_address for {peer} to the address the other hosts reach it on"
+    )
+
+
 def _app_ports(hv, defaults) -> list:
     ports = list(hv.get("app_api_ports") or [])
     if not ports:
@@ -112,7 +131,7 @@ def peer_rules(host, groups, hostvars):
     monitoring = list(groups.get(str(hv.get("monitoring_group", "monitoring"))) or [])
 
     def sources(hosts):
-        return sorted({private_address(peer, hostvars) for peer in hosts if peer != host})
+        return sorted({_peer_ip(peer, hostvars) for peer in hosts if peer != host})
 
     rules = []
     if host in db and host not in app:

@@ -105,6 +105,15 @@ def test_a_db_host_that_is_also_an_app_host_opens_no_database_port():
     assert "PostgreSQL and Redis from the app hosts" not in rules("db", groups)
 
 
+def test_a_peer_reached_by_name_is_admitted_by_its_gathered_address_or_named():
+    hostvars = dict(LAYOUT_HOSTVARS, app1={"ansible_host": "app1.example.com",
+                                           "ansible_facts": {"default_ipv4": {"address": "10.0.0.41"}}})
+    assert rules("db", hostvars=hostvars)["PostgreSQL and Redis from the app hosts"][1] == ["10.0.0.12", "10.0.0.41"]
+    hostvars["app1"] = {"ansible_host": "app1.example.com"}
+    with pytest.raises(Exception, match="app1 is reached as 'app1.example.com', which is not an IP address"):
+        peer_rules("db", LAYOUT_GROUPS, hostvars)
+
+
 def test_the_other_filters_are_registered():
     filters = FilterModule().filters()
     assert filters["private_address"] is private_address and filters["peer_rules"] is peer_rules
