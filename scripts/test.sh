@@ -61,7 +61,7 @@ molecule_one() {
 # The scenarios, longest first (what runs in parallel lanes starts with the
 # scenario that would otherwise finish last).
 scenario_order() {
-  local known=(stack supervisor multihost monitoring app harden nginx docker) s
+  local known=(stack multihost supervisor monitoring app harden nginx docker) s
   local all
   all=$(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
   for s in "${known[@]}"; do grep -qx "$s" <<<"$all" && echo "$s"; done
