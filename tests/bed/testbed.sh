@@ -269,7 +269,7 @@ platforms() {
   build_seeded trixie
 }
 
-fixtures() {
+stack_images() {
   local images=(vmstack/busybox:1 vmstack/postgres:15 vmstack/redis:7) app_version
   build_busybox && save_images busybox.tar vmstack/busybox:1
   build_image_base
@@ -282,10 +282,30 @@ fixtures() {
   # Everything a stack VM runs, in one tarball (the air-gapped path).
   save_images stack.tar "${images[@]}"
   rm -f "$IMAGE_DIR"/postgres.tar* "$IMAGE_DIR"/redis.tar* "$IMAGE_DIR"/agent-app.tar*
-  # The next PostgreSQL major from Debian 13's packages, for the upgrade through
-  # dump and restore (molecule/app); its own tarball, loaded only there.
+}
+
+# The next PostgreSQL major from Debian 13's packages, for the upgrade through
+# dump and restore (molecule/app); its own tarball, loaded only there.
+postgres17() {
   build_dockerfile vmstack/postgres:17 "$BED/images/postgres" BASE_IMAGE=vmstack/debian:trixie PG_MAJOR=17
   save_images postgres17.tar vmstack/postgres:17
+}
+
+fixtures() { stack_images; postgres17; }
+
+# Everything, in four chains at once: each debootstrap waits on the mirror
+# and each seeding on apt inside its container, so on two cores they overlap
+# (a cold build: 336 s one after another). Each chain is a subshell under
+# errexit (not an && list, which would turn errexit off inside the
+# functions): it stops at its first failure.
+everything() {
+  local pids=() pid rc=0
+  (build_platform bookworm; build_seeded bookworm) & pids+=($!)
+  (build_platform trixie; build_seeded trixie; postgres17) & pids+=($!)
+  (stack_images) & pids+=($!)
+  (wheels) & pids+=($!)
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  [ $rc = 0 ] || die "the test bed is incomplete (see the errors above)"
 }
 
 # The Supervisor runtime's air-gapped install: per target Python, a
@@ -327,7 +347,7 @@ main() {
     platforms) ensure_packages; ensure_engine; platforms ;;
     fixtures) ensure_packages; ensure_engine; platforms; fixtures ;;
     wheels) wheels ;;
-    all) ensure_packages; ensure_engine; platforms; fixtures; wheels ;;
+    all) ensure_packages; ensure_engine; everything ;;
     mirror) debian_mirror ;;
     *) die "usage: $0 [engine|platforms|fixtures|wheels|all|mirror]" ;;
   esac
