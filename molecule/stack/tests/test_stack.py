@@ -32,13 +32,17 @@ SECRETS = {
     "tracing_token": "molecule-tracing-token-e1a2b3c4",
 }
 LYNIS_TARGET = 85
-# The second deploy (the idempotence run, first below) and the releases run
-# with the Mitogen strategy loaded as inventories/example/ansible.cfg tells
-# operators to (their opt-in); the scenario's own steps (the dry run on the
-# fresh VM, converge, the dry run after it), the rotation of every secret
-# (-vvv, grepped for leaks) and the SSH port move run Ansible's default
-# strategy, as an operator who does not opt in.
+# The scenario's own steps (the dry run on the fresh VM, converge, the dry
+# run after it), the second deploy (the idempotence run, first below) and the
+# harden runs use the Mitogen strategy, as inventories/example/ansible.cfg
+# lets operators opt in (about half the controller's work: the suite's
+# budget). The runs where the strategy and the connection make a difference
+# run Ansible's default, as an operator who does not opt in: the rotation of
+# every secret (-vvv over Ansible's own SSH connection, grepped for leaks),
+# the SSH port move (the run's own connection moves), the rolling restart,
+# the release and the rollback under load.
 MITOGEN = "mitogen_linear"
+LINEAR = "linear"
 ROTATED: dict = {}  # the values test_rotating_every_secret_under_traffic put in place
 REFUSED_KEY = "refused-release-key-2b7d"  # the secret of the release that is rolled back
 
@@ -89,8 +93,8 @@ def letters() -> str:
 def test_a_second_deploy_past_every_threshold_changes_nothing(host):
     """First, right after later.yml waited past every health threshold: deploy.yml again, whole, as the
     scenario's idempotence run (zero changed). With Mitogen, the opt-in inventories/example/ansible.cfg
-    documents, at about half the time of `linear` (docs/benchmarks.md); the check, the converge, the dry
-    run and the rotation run `linear`, so both strategies go through the whole playbook."""
+    documents, at about half the time of `linear` (docs/benchmarks.md), as the scenario's steps; the
+    rotation, the SSH port move and the releases run `linear`."""
     result = run_playbook(DEPLOY, strategy=MITOGEN)
     assert result.returncode == 0, result.stdout[-4000:]
     assert recap(result)["stack-trixie"]["changed"] == 0, changed_tasks(result)
@@ -421,7 +425,7 @@ def test_rotating_every_secret_under_traffic(host):
         "app_extra_secrets": {"tracing_token": "rotated-tracing-token-8c9d"},
     }
     with Load(host) as load:
-        result = run_playbook(DEPLOY, {**ROLL_VARS, **rotated}, args=["--tags", "app,nginx", "-vvv"])
+        result = run_playbook(DEPLOY, {**ROLL_VARS, **rotated}, args=["--tags", "app,nginx", "-vvv"], strategy=LINEAR)
         assert result.returncode == 0, result.stdout[-4000:]
         # verbose (every module's arguments printed), over Ansible's own SSH connection
         assert "task path:" in result.stdout and "module_args" in result.stdout
@@ -489,13 +493,14 @@ def test_moving_the_ssh_port_keeps_the_run_connected_and_closes_the_old_port(hos
     tags = ["--tags", "harden_ssh,harden_firewall"]
     # The new port does not answer from the controller (as behind a cloud security group): the run stops
     # with the old port still open and says so.
-    blocked = run_playbook(HARDEN, {"harden_ssh_port": 2222, "harden_ssh_move_connect_port": 2299}, args=tags)
+    blocked = run_playbook(HARDEN, {"harden_ssh_port": 2222, "harden_ssh_move_connect_port": 2299}, args=tags,
+                           strategy=LINEAR)
     out = " ".join(blocked.stdout.split())
     assert blocked.returncode != 0, out[-3000:]
     assert "could not log in on 2299" in out and "Port 22 stays open" in out, out[-3000:]
     assert ssh_as_admin(port=22).returncode == 0, "the old port closed although the new one never answered"
 
-    away = run_playbook(HARDEN, {"harden_ssh_port": 2222}, args=tags)
+    away = run_playbook(HARDEN, {"harden_ssh_port": 2222}, args=tags, strategy=LINEAR)
     out = " ".join(away.stdout.split())
     assert away.returncode == 0, out[-3000:]
     assert "moving SSH from port 22 to 2222" in out
@@ -512,7 +517,7 @@ def test_moving_the_ssh_port_keeps_the_run_connected_and_closes_the_old_port(hos
     assert ssh_as_admin(port=2222).returncode == 0
     moved = tmp_path / "moved.yml"
     moved.write_text(json.dumps({"all": {"hosts": {"stack-trixie": {"ansible_port": 2222}}}}))
-    back = run_playbook(HARDEN, {"harden_ssh_port": 22}, args=[*tags, "-i", str(moved)])
+    back = run_playbook(HARDEN, {"harden_ssh_port": 22}, args=[*tags, "-i", str(moved)], strategy=LINEAR)
     out = " ".join(back.stdout.split())
     assert back.returncode == 0, out[-3000:]
     assert "moving SSH from port 2222 to 22" in out
@@ -565,7 +570,7 @@ def test_a_rolling_restart_and_a_release_under_load_fail_no_request(host):
     beat_before = host.check_output("docker inspect -f '{{.Id}}' agent-beat")
     started = time.monotonic()
     with traffic() as restart:
-        result = run_playbook(ROLLING_RESTART, roll_vars())
+        result = run_playbook(ROLLING_RESTART, roll_vars(), strategy=LINEAR)
     restart_seconds = time.monotonic() - started
     # Beat never ran twice: the old container had died before the new one started.
     beat_after = host.check_output("docker inspect -f '{{.Id}}' agent-beat")
@@ -586,7 +591,7 @@ def test_a_rolling_restart_and_a_release_under_load_fail_no_request(host):
     print(f"--- drains: {line['drains']}")
 
     with traffic() as release:
-        result = run_playbook(APP, roll_vars(app_image=f"{IMAGE}:0.1.1"))
+        result = run_playbook(APP, roll_vars(app_image=f"{IMAGE}:0.1.1"), strategy=LINEAR)
     print(release.report("release 0.1.0 -> 0.1.1"))
     assert result.returncode == 0, result.stdout[-4000:]
     release.assert_clean()
@@ -602,7 +607,7 @@ def test_two_releases_at_once_never_interleave(host):
     returned under load, and a stale lock taken over: molecule/multihost, across two app hosts.)"""
     lines_before = len(audit(host))
     results = {}
-    thread = threading.Thread(target=lambda: results.update(first=run_playbook(ROLLBACK, roll_vars())))
+    thread = threading.Thread(target=lambda: results.update(first=run_playbook(ROLLBACK, roll_vars(), strategy=LINEAR)))
     thread.start()
     wait_for(lambda: "token" in in_vm(f"cat {ROOT}/.deploy.lock 2>/dev/null || true"), timeout=120,
              what="the first run to take the lock")
@@ -636,7 +641,7 @@ def test_benchmark_release_time_by_replicas(host):
         assert run_playbook(DEPLOY, roll_vars(**more), args=["--tags", "app,nginx"], strategy=MITOGEN).returncode == 0
         for image in ("0.1.1", "0.1.0"):
             started = time.monotonic()
-            result = run_playbook(APP, roll_vars(**{**more, "app_image": f"{IMAGE}:{image}"}))
+            result = run_playbook(APP, roll_vars(**{**more, "app_image": f"{IMAGE}:{image}"}), strategy=LINEAR)
             seconds = time.monotonic() - started
             assert result.returncode == 0, result.stdout[-3000:]
             line = audit(host)[-1]
