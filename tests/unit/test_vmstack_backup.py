@@ -193,6 +193,21 @@ def test_the_pump_fails_with_the_readers_error():
         vb.pump(Failing(), io.BytesIO(), lambda c: None, abort=lambda: None)
 
 
+@pytest.mark.parametrize("dump_rc, backup_rc, stopped, expected", [
+    (0, 0, False, None),
+    # restic refused the password and exited: the pipe broke, the dump was stopped (killed)
+    (-9, 1, True, "restic backup (postgres) failed: Fatal: wrong password"),
+    # restic exited before the dump had written much, and the dump ended on its own
+    (0, 1, False, "restic backup (postgres) failed: Fatal: wrong password"),
+    # the dump failed on its own (restic saw the stream end and failed too, or not)
+    (1, 0, False, "pg_dump failed: FATAL: role does not exist"),
+    (1, 1, False, "pg_dump failed: FATAL: role does not exist"),
+])
+def test_a_failed_stream_names_its_cause(dump_rc, backup_rc, stopped, expected):
+    assert vb.stream_failure(dump_rc, backup_rc, stopped, b"FATAL: role does not exist\n",
+                             b"Fatal: wrong password\n") == expected
+
+
 CHECK = """[offset 0] Checking RDB file /data/dump.rdb
 [offset 693] \\o/ RDB looks OK! \\o/
 [info] 7 keys read
