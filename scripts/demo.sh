@@ -54,7 +54,37 @@ demo_files() {
   cd "$ROOT"
 }
 
+# The demo network's fixed subnet must not overlap another Docker network
+# (Docker hands out 172.17-31.0.0/16 to networks made without a subnet, such
+# as a Molecule scenario's) nor a route of this machine: say which, before
+# anything starts.
+SUBNET=172.30.99.0/24
+network_free() {
+  local docker_nets
+  docker_nets=$(docker network ls -q | xargs -r docker network inspect \
+    -f '{{.Name}} {{range .IPAM.Config}}{{.Subnet}} {{end}}' 2>/dev/null) || return 1
+  python3 - "$SUBNET" "$VM" "$docker_nets" "$(ip -4 -o route show 2>/dev/null)" <<'PY'
+import ipaddress, sys
+subnet, demo, docker_nets, routes = ipaddress.ip_network(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+clashes = []
+for line in docker_nets.splitlines():
+    name, *nets = line.split()
+    if name == demo:
+        continue
+    clashes += [f"the Docker network {name} ({n}): docker network rm {name}, once nothing uses it"
+                for n in nets if ":" not in n and ipaddress.ip_network(n, strict=False).overlaps(subnet)]
+for line in routes.splitlines():
+    dest, dev = line.split()[0], line.split("dev ")[-1].split()[0] if "dev " in line else ""
+    if dest != "default" and not dev.startswith(("docker", "br-")) \
+            and ipaddress.ip_network(dest, strict=False).overlaps(subnet):
+        clashes.append(f"this machine's route to {dest} (dev {dev})")
+if clashes:
+    sys.exit(f"demo: the demo network {subnet} overlaps " + "; ".join(clashes))
+PY
+}
+
 vm() {
+  network_free || return 1
   # A new VM has new host keys. (The two layouts share the load balancer's address.)
   local other=multihost
   [ "$LAYOUT" = one ] || other=one
