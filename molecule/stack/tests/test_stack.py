@@ -32,15 +32,17 @@ SECRETS = {
     "tracing_token": "molecule-tracing-token-e1a2b3c4",
 }
 LYNIS_TARGET = 85
-# The scenario's own steps (the dry run on the fresh VM, converge, the dry
-# run after it), the second deploy (the idempotence run, first below) and the
-# harden runs use the Mitogen strategy, as inventories/example/ansible.cfg
-# lets operators opt in (about half the controller's work: the suite's
-# budget). The runs where the strategy and the connection make a difference
-# run Ansible's default, as an operator who does not opt in: the rotation of
-# every secret (-vvv over Ansible's own SSH connection, grepped for leaks),
-# the SSH port move (the run's own connection moves), the rolling restart,
-# the release and the rollback under load.
+# The scenario's dry run on the fresh VM and converge run Ansible's default
+# strategy, as a first deploy. The dry run after converge (later.yml), the
+# second deploy (the idempotence run, first below), the harden role's re-run
+# and a release refused on the lock use the Mitogen strategy, as
+# inventories/example/ansible.cfg lets operators opt in for day two (about
+# half the controller's work: the suite's budget). The runs where the
+# strategy and the connection make a difference run Ansible's default, as an
+# operator who does not opt in: the rotation of every secret (-vvv over
+# Ansible's own SSH connection, grepped for leaks), the SSH port move (the
+# run's own connection moves), the rolling restart, the release and the
+# rollback under load.
 MITOGEN = "mitogen_linear"
 LINEAR = "linear"
 ROTATED: dict = {}  # the values test_rotating_every_secret_under_traffic put in place
@@ -93,8 +95,8 @@ def letters() -> str:
 def test_a_second_deploy_past_every_threshold_changes_nothing(host):
     """First, right after later.yml waited past every health threshold: deploy.yml again, whole, as the
     scenario's idempotence run (zero changed). With Mitogen, the opt-in inventories/example/ansible.cfg
-    documents, at about half the time of `linear` (docs/benchmarks.md), as the scenario's steps; the
-    rotation, the SSH port move and the releases run `linear`."""
+    documents, at about half the time of `linear` (docs/benchmarks.md); the dry run on the fresh VM,
+    converge, the rotation, the SSH port move and the releases run `linear`."""
     result = run_playbook(DEPLOY, strategy=MITOGEN)
     assert result.returncode == 0, result.stdout[-4000:]
     assert recap(result)["stack-trixie"]["changed"] == 0, changed_tasks(result)
@@ -472,7 +474,7 @@ def test_a_file_changed_by_hand_is_put_back_and_the_others_are_not_written(host)
     still hold what the role writes cost no module run."""
     modprobe = "/etc/modprobe.d/vmstack-harden.conf"
     in_vm(f"echo 'edited by hand' >> /etc/issue.net && chmod 0666 {modprobe}")
-    result = run_playbook(HARDEN, args=["--tags", "harden_system,harden_journald"])
+    result = run_playbook(HARDEN, args=["--tags", "harden_system,harden_journald"], strategy=MITOGEN)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "edited by hand" not in host.file("/etc/issue.net").content_string
     assert host.file(modprobe).mode == 0o644
