@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 
 try:
@@ -81,21 +80,24 @@ def alert_rules(data, **options):
     for window in windows.values():
         duration_seconds(window)
     limit = duration_seconds(max_for) if max_for else None
-    result = copy.deepcopy(data)
-    for group in result["groups"]:
+    # New dicts for what changes, the rest shared: the input is never changed. (No deepcopy:
+    # under Ansible the data's strings are tagged objects, and copying them all took seconds a run.)
+    groups = []
+    for group in data["groups"]:
         kept = []
         for rule in group.get("rules", []):
             name = rule.get("alert")
             if name in disabled:
                 continue
+            rule = dict(rule)
             if name in windows:
                 rule["for"] = str(windows[name])
             if limit is not None and name and duration_seconds(rule.get("for", "0s")) > limit:
                 rule["for"] = str(max_for)
             kept.append(rule)
-        group["rules"] = kept
-    result["groups"] = [g for g in result["groups"] if g["rules"]]
-    return result
+        if kept:
+            groups.append({**group, "rules": kept})
+    return {**data, "groups": groups}
 
 
 class FilterModule:

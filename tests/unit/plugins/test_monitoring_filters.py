@@ -78,6 +78,7 @@ def test_alert_windows_replaced_capped_and_alerts_left_out():
     assert all(duration_seconds(r.get("for", "0s")) <= 60 for g in out["groups"] for r in g["rules"])
     assert not any(r.get("alert") == "Watchdog" for g in out["groups"] for r in g["rules"])
     assert rule(ALERTS, "DiskWillFillIn24h")["for"] != "1m"  # the input is left as it was
+    assert rule(ALERTS, "ApiReplicaDown")["for"] != "30s" and rule(ALERTS, "Watchdog")
 
 
 def test_unknown_alert_names_and_bad_durations_are_errors():
