@@ -301,7 +301,8 @@ fixtures() { stack_images; postgres17; }
 everything() {
   local pids=() pid rc=0
   (build_platform bookworm; build_seeded bookworm) & pids+=($!)
-  (build_platform trixie; build_seeded trixie; postgres17) & pids+=($!)
+  # (PostgreSQL 17 builds on the bare Debian 13 image, beside its seeding)
+  (build_platform trixie; build_seeded trixie & seeded=$!; postgres17; wait "$seeded") & pids+=($!)
   (stack_images) & pids+=($!)
   (wheels) & pids+=($!)
   for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
