@@ -103,7 +103,10 @@ def scrape_targets(host, address, local, exporters, app=None):
     for job, port in sorted((exporters or {}).items()):
         add(job, address, port, f"the {job} exporter's port")
     app = app or {}
-    if not app.get("name"):
+    api_ports, worker_port = app.get("api_ports") or [], int(app.get("worker_port") or 0)
+    # (a data host publishes the app's endpoints with no API replica and no worker: nothing to scrape there,
+    # whatever app_api_bind_address says)
+    if not app.get("name") or not (api_ports or worker_port):
         return groups
     bind = app.get("bind_address") or "127.0.0.1"
     if bind in ("0.0.0.0", "::"):
@@ -115,10 +118,10 @@ def scrape_targets(host, address, local, exporters, app=None):
         )
     else:
         app_address = bind
-    for i, port in enumerate(app.get("api_ports") or [], start=1):
+    for i, port in enumerate(api_ports, start=1):
         add("vmstack-api", app_address, port, "an API replica's port", app=app["name"], replica=f"api-{i}")
-    if int(app.get("worker_port") or 0):
-        add("vmstack-worker", app_address, app["worker_port"], "the worker's metrics port", app=app["name"])
+    if worker_port:
+        add("vmstack-worker", app_address, worker_port, "the worker's metrics port", app=app["name"])
     return groups
 
 

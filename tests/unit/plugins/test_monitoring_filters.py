@@ -46,6 +46,10 @@ def test_loopback_app_is_fine_for_a_local_prometheus_only():
     assert local["vmstack-api"][1][0] == ["127.0.0.1:8002"]
     with pytest.raises(AnsibleFilterError, match="app_api_bind_address"):
         scrape_targets("app1", "10.0.0.5", False, {}, {**APP, "bind_address": "127.0.0.1"})
+    # a data host (PostgreSQL and Redis, no replica, no worker) whose app_api_bind_address stayed at loopback
+    data = {**APP, "bind_address": "127.0.0.1", "api_ports": [], "worker_port": 0, "postgres_port": 5432}
+    assert by_job(scrape_targets("db1", "10.0.0.7", False, {"node": 9100, "postgres": 9187}, data)) == {
+        "node": [(["10.0.0.7:9100"], {"host": "db1"})], "postgres": [(["10.0.0.7:9187"], {"host": "db1"})]}
 
 
 def test_no_app_no_worker_and_bad_ports():
