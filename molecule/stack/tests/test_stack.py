@@ -47,6 +47,7 @@ MITOGEN = "mitogen_linear"
 LINEAR = "linear"
 ROTATED: dict = {}  # the values test_rotating_every_secret_under_traffic put in place
 REFUSED_KEY = "refused-release-key-2b7d"  # the secret of the release that is rolled back
+REFUSED_PG_PASSWORD = "refused-pg-password-6e1f"  # its database password, given back to the old one
 
 
 def curl(host, args: str, check: bool = True):
@@ -356,10 +357,12 @@ def test_a_release_that_goes_unhealthy_is_rolled_back_and_says_so(host):
     services = ("api-1", "api-2", "worker", "beat")
     key = lambda service: host.check_output(f"docker exec agent-{service} cat /run/secrets/app_secret_key")  # noqa: E731
     keys_before = {service: key(service) for service in services}
-    # (with a new secret too: the replicas that started with it must get the old one back; and a
-    # third replica, which the rollback removes and must not try to restart)
+    # (with new secrets too: the replicas that started with the key must get the old one back, and the
+    # running database its previous password; and a third replica, which the rollback removes and must
+    # not try to restart)
     result = run_playbook(DEPLOY, {"app_env": {"REDIS_URL": "redis://127.0.0.1:1/0"}, "app_wait_timeout": 45,
-                                   "app_ready_timeout": 30, "app_secret_key": REFUSED_KEY, "app_api_replicas": 3},
+                                   "app_ready_timeout": 30, "app_secret_key": REFUSED_KEY, "app_api_replicas": 3,
+                                   "app_postgres_password": REFUSED_PG_PASSWORD},
                           args=["--tags", "app", "-vvv"], strategy=MITOGEN)
     assert result.returncode != 0
     # verbose, and through Mitogen's connection, not Ansible's ssh plugin
@@ -373,6 +376,10 @@ def test_a_release_that_goes_unhealthy_is_rolled_back_and_says_so(host):
         result.stdout[-4000:]
     assert host.file(f"{ROOT}/app.env").content_string == env_before
     assert {service: key(service) for service in services} == keys_before, "a service kept the refused release's secret"
+    login = "docker exec -e PGPASSWORD={} agent-postgres psql -h 127.0.0.1 -U agent -d agent -tAc 'select 1'"
+    assert host.run(login.format(SECRETS["app_postgres_password"])).stdout.strip() == "1", \
+        "the database did not get its previous password back"
+    assert host.run(login.format(REFUSED_PG_PASSWORD)).rc != 0, "the refused release's password still opens the database"
     assert "api-3" not in container_ids(host), "the failed release's extra replica outlived the rollback"
     assert not host.run(f"ls {ROOT}/*~ {ROOT}/secrets/*~").stdout.strip(), "backups left behind"
     assert healthy(host)
@@ -672,7 +679,8 @@ def test_secrets_appear_nowhere_but_their_files(host):
     assert "vmstack.deploy.app : Write the secret files" in log
     rotated = {f"rotated {k}": v for k, v in ROTATED.items() if isinstance(v, str)}
     rotated.update({f"rotated {k}": v for k, v in ROTATED.get("app_extra_secrets", {}).items()})
-    for name, value in {**SECRETS, **rotated, "the rolled-back release's key": REFUSED_KEY}.items():
+    refused = {"the rolled-back release's key": REFUSED_KEY, "its database password": REFUSED_PG_PASSWORD}
+    for name, value in {**SECRETS, **rotated, **refused}.items():
         assert value not in inspect, f"{name} in docker inspect"
         assert value not in files, f"{name} in the project or nginx files"
         assert value not in environ, f"{name} in a process environment"
