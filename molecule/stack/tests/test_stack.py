@@ -359,9 +359,11 @@ def test_a_release_that_goes_unhealthy_is_rolled_back_and_says_so(host):
     keys_before = {service: key(service) for service in services}
     # (with new secrets too: the replicas that started with the key must get the old one back, and the
     # running database its previous password; and a third replica, which the rollback removes and must
-    # not try to restart)
+    # not try to restart. The gate's 45 s: the scenario's healthcheck marks the replica unhealthy
+    # after its 10 s start period and two failed checks 10 s apart, 23 s on an idle machine and past
+    # 30 s beside another scenario, where Compose's wait then ended before the verdict)
     result = run_playbook(DEPLOY, {"app_env": {"REDIS_URL": "redis://127.0.0.1:1/0"}, "app_wait_timeout": 45,
-                                   "app_ready_timeout": 30, "app_secret_key": REFUSED_KEY, "app_api_replicas": 3,
+                                   "app_ready_timeout": 45, "app_secret_key": REFUSED_KEY, "app_api_replicas": 3,
                                    "app_postgres_password": REFUSED_PG_PASSWORD},
                           args=["--tags", "app", "-vvv"], strategy=MITOGEN)
     assert result.returncode != 0
